@@ -1,0 +1,5 @@
+"""`python -m tspnet <command> ...`."""
+
+from tspnet.cli import main
+
+raise SystemExit(main())

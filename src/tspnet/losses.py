@@ -1,0 +1,79 @@
+"""TSPNet training losses (METHOD.md, "Losses (per video)").
+
+Each video's loss is the mean over its proposals of the point classification
+loss plus `center_weight` times the mean of the center (saliency) loss; a
+training step averages that over the videos of the batch. Proposals of
+several videos travel as one flat batch tagged with a video index, so the
+per-video means are segment means, not one mean over all proposals.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tspnet.model import ProposalHeads
+
+
+class LossTerms(NamedTuple):
+    """`total` (differentiable scalar); `classification`, `center`: video means of each term, detached."""
+
+    total: Tensor
+    classification: Tensor
+    center: Tensor
+
+
+def point_classification_loss(cls: Tensor, attention: Tensor, point_labels: Tensor) -> Tensor:
+    """[N] cross-entropy of attention-scaled logits against the multi-hot point labels.
+
+    z = cls * sigmoid(attention); the target appends a background column set
+    where the proposal holds no point; every set class contributes a term.
+    """
+    if (cls.dim() != 2 or attention.shape != cls.shape[:1]
+            or point_labels.shape != (cls.shape[0], cls.shape[1] - 1)):
+        raise ValueError(f"expected cls [N, C+1], attention [N], point_labels [N, C]; got "
+                         f"{list(cls.shape)}, {list(attention.shape)}, {list(point_labels.shape)}")
+    logits = cls * torch.sigmoid(attention).unsqueeze(1)
+    labels = point_labels.to(logits.dtype)
+    background = (labels.sum(dim=1) == 0).to(logits.dtype)
+    target = torch.cat((labels, background.unsqueeze(1)), dim=1)
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+
+
+def center_loss(center: Tensor, center_labels: Tensor) -> Tensor:
+    """[N] squared error between sigmoid(center) and the center label w."""
+    if center.dim() != 1 or center_labels.shape != center.shape:
+        raise ValueError(f"expected center [N] and center_labels [N]; got "
+                         f"{list(center.shape)}, {list(center_labels.shape)}")
+    return (torch.sigmoid(center) - center_labels.to(center.dtype)).square()
+
+
+def per_video_mean(values: Tensor, video_index: Tensor, num_videos: int) -> Tensor:
+    """[V] mean of `values` [N] over the proposals of each video (video_index [N] in [0, V))."""
+    if values.dim() != 1 or video_index.shape != values.shape:
+        raise ValueError(f"expected values [N] and video_index [N]; got "
+                         f"{list(values.shape)}, {list(video_index.shape)}")
+    if video_index.is_floating_point() or video_index.dtype == torch.bool:
+        raise ValueError(f"video_index must be an integer tensor, got {video_index.dtype}")
+    if values.shape[0] and (int(video_index.min()) < 0 or int(video_index.max()) >= num_videos):
+        raise ValueError(f"video_index must lie in [0, {num_videos}), got "
+                         f"{int(video_index.min())}..{int(video_index.max())}")
+    counts = torch.bincount(video_index, minlength=num_videos)
+    if (counts == 0).any():
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"videos {empty} have no proposals: their mean loss is undefined")
+    sums = torch.zeros(num_videos, dtype=values.dtype, device=values.device).index_add(0, video_index, values)
+    return sums / counts.to(values.dtype)
+
+
+def tspnet_loss(heads: ProposalHeads, point_labels: Tensor, center_labels: Tensor, video_index: Tensor,
+                num_videos: int, cls_weight: float = 1.0, center_weight: float = 20.0) -> LossTerms:
+    """Mean over videos of (cls_weight * classification + center_weight * center), each a per-video mean."""
+    classification = per_video_mean(point_classification_loss(heads.cls, heads.attention, point_labels),
+                                     video_index, num_videos)
+    center = per_video_mean(center_loss(heads.center, center_labels), video_index, num_videos)
+    total = (cls_weight * classification + center_weight * center).mean()
+    return LossTerms(total=total, classification=classification.mean().detach(), center=center.mean().detach())

@@ -1,0 +1,265 @@
+"""What each DVC stage reads and writes: the glue between params, files and the library.
+
+One function per stage; the scripts in stages/ parse their arguments and call
+these. Every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tspnet import evaluate, postprocess
+from tspnet.datasets import Dataset
+from tspnet.fetch import fetch_dataset
+from tspnet.files import DataError, atomic_dir, atomic_path, load_npz, read_json, save_npz, write_json
+from tspnet.labels import ProposalLabels, assign_labels
+from tspnet.model import TSPNet
+from tspnet.params import dataset_entry, setup_torch
+from tspnet.proposals import Proposals, import_proposals
+
+log = logging.getLogger(__name__)
+
+BUILTIN_LOCATOR = "builtin"
+
+
+# ---------------------------------------------------------------------------------- fetch
+def run_fetch(params: dict[str, Any], out: Path) -> None:
+    name, entry = dataset_entry(params)
+    fetch_dataset(name, entry, out)
+
+
+# ---------------------------------------------------------------------------------- locate
+def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, out: Path) -> None:
+    """Train the built-in locator and write its proposals; with another locator chosen, do nothing."""
+    from tspnet.locator import LocatorConfig, run_locator
+
+    with atomic_dir(out) as tmp:
+        if locator_name != BUILTIN_LOCATOR:
+            log.info("locate: proposals.locator is %r, so the built-in locator is not trained", locator_name)
+            write_json(tmp / "locator.json", {"locator": locator_name, "trained": False})
+            return
+        setup_torch(base)
+        dataset = Dataset(dataset_dir)
+        tables = run_locator(dataset, LocatorConfig.from_params(locate), int(base["seed"]))
+        for split, table in tables.items():
+            evaluate.write_results(tmp / f"{split}.json", table, version="tspnet built-in locator")
+        write_json(tmp / "locator.json", {"locator": BUILTIN_LOCATOR, "trained": True,
+                                          **{f"{s}_proposals": len(t) for s, t in tables.items()}})
+
+
+# ---------------------------------------------------------------------------------- proposals
+def locator_results_path(locator_name: str, locator_dir: Path, split: str) -> Path:
+    if locator_name == BUILTIN_LOCATOR:
+        return locator_dir / f"{split}.json"
+    raise ValueError(f"proposals.locator: unknown locator {locator_name!r} (known: {BUILTIN_LOCATOR!r})")
+
+
+def run_proposals(proposals_params: dict, dataset_dir: Path, locator_dir: Path, out: Path,
+                  metrics_path: Path) -> None:
+    info = Dataset(dataset_dir).info
+    locator_name = str(proposals_params["locator"])
+    metrics: dict[str, Any] = {}
+    with atomic_dir(out) as tmp:
+        for split in ("train", "test"):
+            source = locator_results_path(locator_name, locator_dir, split)
+            table = evaluate.load_results(source)
+            proposals, report = import_proposals(table, info, split, str(proposals_params["invalid"]), str(source))
+            proposals.save(tmp / f"{split}.npz")
+            metrics.update(report.metrics(f"proposals.{split}"))
+            metrics[f"proposals.{split}.per_video"] = report.imported / max(1, len(info.videos[split]))
+    write_json(metrics_path, metrics)
+
+
+# ---------------------------------------------------------------------------------- labels
+def save_labels(path: Path, labels: ProposalLabels) -> None:
+    save_npz(path, point_label=labels.point_label, center_label=labels.center_label,
+             point_id=labels.point_id, num_points=labels.num_points)
+
+
+def load_labels(path: Path, num_proposals: int, num_classes: int) -> ProposalLabels:
+    arrays = load_npz(path, {"point_label": "f", "center_label": "f", "point_id": "i", "num_points": "i"})
+    labels = ProposalLabels(arrays["point_label"].astype(np.float32), arrays["center_label"],
+                            arrays["point_id"].astype(np.int64), arrays["num_points"].astype(np.int64))
+    if labels.point_label.shape != (num_proposals, num_classes) or len(labels.center_label) != num_proposals:
+        raise DataError(f"{path}: labels for {labels.point_label.shape} proposals x classes, expected "
+                        f"({num_proposals}, {num_classes}); rerun the labels stage")
+    return labels
+
+
+def run_labels(labels_params: dict, dataset_dir: Path, proposals_dir: Path, out: Path, metrics_path: Path) -> None:
+    dataset = Dataset(dataset_dir)
+    proposals = Proposals.load(proposals_dir / "train.npz")
+    points = dataset.points()
+    labels = assign_labels(proposals, points, dataset.info.num_classes, float(labels_params["soft_value"]))
+    with atomic_dir(out) as tmp:
+        save_labels(tmp / "train.npz", labels)
+    counts = labels.counts()
+    covered = np.isin(points["point_id"].to_numpy(), labels.point_id)
+    metrics = {f"labels.{k}": v for k, v in counts.items()}
+    metrics["labels.points"] = len(points)
+    metrics["labels.points_remembered_by_no_proposal"] = int((~covered).sum())
+    log.info("labels: %s", ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    write_json(metrics_path, metrics)
+
+
+# ---------------------------------------------------------------------------------- train
+def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: Path, proposals_dir: Path,
+              labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path) -> None:
+    from dvclive import Live
+
+    from tspnet.train import TrainConfig, pooled_features, train_tspnet
+
+    device = setup_torch(base)
+    config = TrainConfig.from_params(train_params, labels_params)
+    dataset = Dataset(dataset_dir)
+    proposals = Proposals.load(proposals_dir / "train.npz")
+    points = dataset.points()
+    labels = load_labels(labels_dir / "train.npz", len(proposals), dataset.info.num_classes)
+    pooled = pooled_features(dataset, "train", proposals, config.roi_bins, config.widen_ratio, device)
+
+    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        def log_step(step: int, record: dict) -> None:
+            live.step = step
+            for key, value in record.items():
+                live.log_metric(f"train/{key}", value)
+
+        result = train_tspnet(pooled, proposals, points, labels, dataset.info.num_classes, config,
+                              int(base["seed"]), log_step)
+
+    with atomic_dir(out) as tmp:
+        save_model(tmp / "model.pt", result.model)
+        moved = points[["point_id", "video", "class_index", "frame"]].assign(
+            original_time=points["time"].to_numpy(), final_time=result.points["time"].to_numpy())
+        with atomic_path(tmp / "points.csv") as path:
+            moved.to_csv(path, index=False, float_format="%.6f")
+        save_npz(tmp / "center_labels.npz", initial=labels.center_label, final=result.labels.center_label,
+                 initial_points=labels.num_points, final_points=result.labels.num_points)
+    final = result.history[-1]
+    metrics = {f"train.{k}": v for k, v in final.items() if k != "step"}
+    if result.updates:
+        last = result.updates[-1]
+        metrics.update({"train.moved_points": last["moved_points"], "train.mean_point_shift": last["mean_shift"]})
+    write_json(metrics_path, metrics)
+
+
+def save_model(path: Path, model: TSPNet) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "feature_dim": model.feature_dim, "num_classes": model.num_classes}, tmp)
+
+
+def load_model(path: Path, dropout: float = 0.5) -> TSPNet:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model = TSPNet(int(checkpoint["feature_dim"]), int(checkpoint["num_classes"]), dropout)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise DataError(f"{path}: not a TSPNet checkpoint of this project ({exc})") from exc
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------- infer
+def detections_table(detections: postprocess.Detections, videos: list[str], classes: tuple[str, ...],
+                     snippets_per_second: float) -> pd.DataFrame:
+    """Detections in seconds, ready for `evaluate.write_results`."""
+    return pd.DataFrame({
+        "video": np.asarray(videos, dtype=object)[detections.video],
+        "label": np.asarray(classes, dtype=object)[detections.label],
+        "start": detections.start / snippets_per_second,
+        "end": detections.end / snippets_per_second,
+        "score": detections.score,
+    })
+
+
+def drop_ambiguous(detections: postprocess.Detections, dataset: Dataset, videos: list[str]
+                   ) -> tuple[postprocess.Detections, int]:
+    if not dataset.info.filter_ambiguous:
+        return detections, 0
+    ambiguous = postprocess.read_ambiguous(dataset.ambiguous_path)
+    drop = postprocess.drop_ambiguous_mask(np.asarray(videos, dtype=str)[detections.video], detections.start,
+                                           detections.end, ambiguous, dataset.info.snippets_per_second)
+    return detections.select(~drop), int(drop.sum())
+
+
+def run_infer(base: dict, infer_params: dict, train_params: dict, dataset_dir: Path, proposals_dir: Path,
+              model_dir: Path, out: Path, metrics_path: Path) -> None:
+    from tspnet.train import pooled_features, predict
+
+    device = setup_torch(base)
+    dataset = Dataset(dataset_dir)
+    proposals = Proposals.load(proposals_dir / "test.npz")
+    model = load_model(model_dir / "model.pt").to(device)
+    pooled = pooled_features(dataset, "test", proposals, int(train_params["roi_bins"]),
+                             float(train_params["widen_ratio"]), device)
+    heads = predict(model, pooled, int(infer_params["batch_proposals"]))
+    probs = torch.softmax(heads.cls, dim=1).double().cpu().numpy()
+    attention = torch.sigmoid(heads.attention).double().cpu().numpy()
+    center = torch.sigmoid(heads.center).double().cpu().numpy()
+    detections = postprocess.localize(
+        proposals.video_index, proposals.segments, probs, attention, center,
+        class_threshold=float(infer_params["class_threshold"]), aba_iou=float(infer_params["aba_iou"]),
+        nms_sigma=float(infer_params["nms_sigma"]))
+    before = len(detections)
+    detections, dropped = drop_ambiguous(detections, dataset, proposals.videos)
+    aligned = postprocess.aligned_confidence(probs, attention, center)
+    with atomic_dir(out) as tmp:
+        evaluate.write_results(tmp / "tspnet.json", detections_table(
+            detections, proposals.videos, dataset.info.classes, dataset.info.snippets_per_second))
+        # Per-proposal scores for the confidence-quality alignment plot.
+        save_npz(tmp / "proposal_scores.npz", video_index=proposals.video_index, start=proposals.start,
+                 end=proposals.end, label=proposals.label, base_score=proposals.score,
+                 aligned_score=aligned[np.arange(len(proposals)), proposals.label],
+                 center_score=center, attention=attention)
+    write_json(metrics_path, {"infer.detections": len(detections), "infer.dropped_ambiguous": dropped,
+                              "infer.detections_before_filter": before})
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def run_evaluate_base(infer_params: dict, dataset_dir: Path, proposals_dir: Path, out: Path,
+                      metrics_path: Path) -> None:
+    """The base locator's own proposals, soft-NMS and filtering as for TSPNet, evaluated."""
+    dataset = Dataset(dataset_dir)
+    proposals = Proposals.load(proposals_dir / "test.npz")
+    detections = postprocess.base_detections(proposals.video_index, proposals.segments, proposals.label,
+                                             proposals.score, nms_sigma=float(infer_params["nms_sigma"]))
+    detections, dropped = drop_ambiguous(detections, dataset, proposals.videos)
+    table = detections_table(detections, proposals.videos, dataset.info.classes, dataset.info.snippets_per_second)
+    with atomic_dir(out) as tmp:
+        evaluate.write_results(tmp / "base.json", table, version="base locator after soft-NMS")
+    evaluation = evaluate_split(dataset, table)
+    print(evaluate.format_table(evaluation, "base locator (test)"))
+    write_json(metrics_path, {**prefixed("base", evaluation.summary()), "base.dropped_ambiguous": dropped})
+
+
+def evaluate_split(dataset: Dataset, predictions: pd.DataFrame, split: str = "test") -> evaluate.Evaluation:
+    ground_truth = evaluate.load_ground_truth(dataset.gt_path, subset=None)
+    videos = list(dataset.info.videos[split])
+    instances = ground_truth.instances[ground_truth.instances["video"].isin(set(videos))].reset_index(drop=True)
+    return evaluate.evaluate_detections(evaluate.GroundTruth(instances, videos), predictions,
+                                        list(dataset.info.tiou_thresholds))
+
+
+def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}.{k}": v for k, v in values.items()}
+
+
+def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metrics_path: Path, plots_dir: Path) -> None:
+    from tspnet import plots
+
+    dataset = Dataset(dataset_dir)
+    tspnet_eval = evaluate_split(dataset, evaluate.load_results(detections_dir / "tspnet.json"))
+    base_eval = evaluate_split(dataset, evaluate.load_results(base_dir / "base.json"))
+    print(evaluate.format_table(tspnet_eval, "TSPNet (test)"))
+    tspnet_summary, base_summary = tspnet_eval.summary(), base_eval.summary()
+    metrics = {**prefixed("tspnet", tspnet_summary),
+               **prefixed("gain", {k: tspnet_summary[k] - base_summary[k] for k in tspnet_summary})}
+    write_json(metrics_path, metrics)
+    plots.write_map_plots(plots_dir, base_eval, tspnet_eval)

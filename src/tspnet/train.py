@@ -1,0 +1,199 @@
+"""TSPNet training (METHOD.md, "Training loop").
+
+Adam over `iterations` steps; each step averages the per-video loss over a
+batch of videos, drawn without replacement and reshuffled every pass. Every
+training video is seen each pass: the last batch of a pass may be smaller
+(the authors' arithmetic skips the remainder, and divides by zero with fewer
+videos than the batch size). A video with more than `max_proposals` proposals
+contributes a random subset -- of its proposals *and* their labels (the
+authors subsample the proposals only). Every `update_every` steps, saliency
+point updating moves the points and regenerates the labels.
+
+Speed: the network's input for a proposal (its contrast-pooled RoI feature)
+depends only on the features and the proposal, never on the weights, so it
+is computed once for every proposal and kept in memory; a step gathers the
+rows of its batch and runs one forward over all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from tspnet.datasets import Dataset
+from tspnet.labels import ProposalLabels, assign_labels, update_point_times
+from tspnet.losses import tspnet_loss
+from tspnet.model import ProposalHeads, TSPNet, proposal_features
+from tspnet.proposals import Proposals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int
+    batch_videos: int
+    max_proposals: int
+    lr: float
+    weight_decay: float
+    dropout: float
+    roi_bins: int
+    widen_ratio: float
+    cls_weight: float
+    center_weight: float
+    soft_value: float
+    update_every: int
+    update_threshold: float
+    log_every: int
+
+    @classmethod
+    def from_params(cls, train: dict, labels: dict) -> "TrainConfig":
+        config = cls(
+            iterations=int(train["iterations"]), batch_videos=int(train["batch_videos"]),
+            max_proposals=int(train["max_proposals"]), lr=float(train["lr"]),
+            weight_decay=float(train["weight_decay"]), dropout=float(train["dropout"]),
+            roi_bins=int(train["roi_bins"]), widen_ratio=float(train["widen_ratio"]),
+            cls_weight=float(train["cls_weight"]), center_weight=float(train["center_weight"]),
+            soft_value=float(labels["soft_value"]), update_every=int(train["update_every"]),
+            update_threshold=float(train["update_threshold"]), log_every=int(train["log_every"]),
+        )
+        if config.iterations < 1 or config.batch_videos < 1 or config.max_proposals < 1:
+            raise ValueError("train: iterations, batch_videos and max_proposals must be at least 1")
+        return config
+
+
+def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
+                    device: torch.device, videos_per_chunk: int = 32, progress: bool = True) -> torch.Tensor:
+    """[N, 3D] network inputs of every proposal, computed a few videos at a time."""
+    slices = proposals.video_slices()
+    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=torch.float32, device=device)
+    segments = torch.from_numpy(proposals.segments)
+    chunks = range(0, len(proposals.videos), videos_per_chunk)
+    for first in tqdm(chunks, desc=f"RoI features {split}", unit="chunk", disable=not progress):
+        videos = proposals.videos[first:first + videos_per_chunk]
+        rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
+        if rows.stop == rows.start:
+            continue
+        store = dataset.feature_store(split, videos).to(device)
+        local = torch.from_numpy(proposals.video_index[rows] - first)
+        out[rows] = proposal_features(store.features, segments[rows].to(device), store.offsets[local],
+                                      store.lengths[local], bins, widen_ratio)
+    return out
+
+
+@torch.no_grad()
+def predict(model: TSPNet, pooled: torch.Tensor, batch: int = 20000) -> ProposalHeads:
+    """Eval-mode heads of every row of `pooled`, `batch` rows per forward."""
+    was_training = model.training
+    model.eval()
+    parts = [model(pooled[i:i + batch]) for i in range(0, pooled.shape[0], batch)]
+    model.train(was_training)
+    return ProposalHeads(*(torch.cat([getattr(p, name) for p in parts]) for name in ProposalHeads._fields))
+
+
+class BatchSampler:
+    """Batches of video rows: a fresh permutation each pass, every video once per pass."""
+
+    def __init__(self, videos: np.ndarray, batch_videos: int, generator: torch.Generator):
+        self.videos, self.batch_videos, self.generator = videos, batch_videos, generator
+        self.queue: list[int] = []
+
+    def next(self) -> list[int]:
+        if not self.queue:
+            order = torch.randperm(len(self.videos), generator=self.generator).tolist()
+            self.queue = [int(self.videos[i]) for i in order]
+        batch, self.queue = self.queue[:self.batch_videos], self.queue[self.batch_videos:]
+        return batch
+
+
+def batch_rows(batch: list[int], slices: list[slice], max_proposals: int, generator: torch.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Proposal rows of a batch of videos (a random subset above `max_proposals`) and their batch index."""
+    rows, index = [], []
+    for position, video in enumerate(batch):
+        span = slices[video]
+        count = span.stop - span.start
+        if count > max_proposals:
+            chosen = torch.randperm(count, generator=generator)[:max_proposals].numpy() + span.start
+        else:
+            chosen = np.arange(span.start, span.stop)
+        rows.append(chosen)
+        index.append(np.full(len(chosen), position, dtype=np.int64))
+    return np.concatenate(rows), np.concatenate(index)
+
+
+@dataclass
+class TrainResult:
+    model: TSPNet
+    points: pd.DataFrame  # final point times (after the last saliency update)
+    labels: ProposalLabels  # final labels
+    history: list[dict] = field(default_factory=list)  # logged steps
+    updates: list[dict] = field(default_factory=list)  # one record per saliency point update
+
+
+def train_tspnet(pooled: torch.Tensor, proposals: Proposals, points: pd.DataFrame, labels: ProposalLabels,
+                 num_classes: int, config: TrainConfig, seed: int,
+                 log_step: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train on pooled proposal features; `labels` are the initial labels from `points`."""
+    device = pooled.device
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = TSPNet(pooled.shape[1] // 3, num_classes, config.dropout).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    slices = proposals.video_slices()
+    counts = proposals.counts()
+    trainable = np.flatnonzero(counts > 0)
+    if trainable.size == 0:
+        raise ValueError("no training video has proposals")
+    if trainable.size < len(counts):
+        log.warning("train: %d training video(s) without proposals are skipped", len(counts) - trainable.size)
+    sampler = BatchSampler(trainable, config.batch_videos, generator)
+    original_time = points["time"].to_numpy(np.float64).copy()
+    points = points.copy()
+    result = TrainResult(model, points, labels)
+
+    model.train()
+    bar = tqdm(range(1, config.iterations + 1), desc="train", unit="it", disable=not progress)
+    for step in bar:
+        batch = sampler.next()
+        rows, video_index = batch_rows(batch, slices, config.max_proposals, generator)
+        heads = model(pooled[rows])
+        terms = tspnet_loss(
+            heads,
+            torch.from_numpy(labels.point_label[rows]).to(device),
+            torch.from_numpy(labels.center_label[rows]).to(device, torch.float32),
+            torch.from_numpy(video_index).to(device),
+            len(batch), config.cls_weight, config.center_weight,
+        )
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+
+        if step % config.log_every == 0 or step == config.iterations:
+            record = {"loss": float(terms.total.detach()), "classification_loss": float(terms.classification),
+                      "center_loss": float(terms.center)}
+            result.history.append({"step": step, **record})
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if log_step is not None:
+                log_step(step, record)
+
+        if config.update_every > 0 and step % config.update_every == 0:
+            center = torch.sigmoid(predict(model, pooled).center).double().cpu().numpy()
+            new_time = update_point_times(points, original_time, proposals, labels, center,
+                                          config.update_threshold)
+            shift = np.abs(new_time - original_time)
+            points["time"] = new_time
+            labels = assign_labels(proposals, points, num_classes, config.soft_value)
+            result.updates.append({"step": step, "moved_points": int((shift > 0).sum()),
+                                   "mean_shift": float(shift.mean()) if shift.size else 0.0, **labels.counts()})
+            log.info("saliency update at step %d: %d points moved, mean shift %.3f snippets", step,
+                     result.updates[-1]["moved_points"], result.updates[-1]["mean_shift"])
+    result.points, result.labels = points, labels
+    return result
