@@ -1,6 +1,7 @@
 """Stage `proposals`: import the chosen base locator's proposals, validate, convert to snippets.
 
-Reads params group `proposals`; writes one .npz per split and the import counts as metrics.
+Reads params group `proposals` and, for an external locator, its `locators` registry entry
+(sources fetched like a dataset's); writes one .npz per split and the import counts as metrics.
 """
 
 from tspnet.params import stage_arguments
@@ -9,4 +10,5 @@ from tspnet.pipeline import run_proposals
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "locator": "data/locator",
                                              "out": "data/proposals", "metrics": "metrics/proposals.json"})
-    run_proposals(params["proposals"], args.dataset, args.locator, args.out, args.metrics)
+    run_proposals(params["proposals"], args.dataset, args.locator, args.out, args.metrics,
+                  locators=params.get("locators", {}))

@@ -4,19 +4,28 @@
     <root>/gt.json               ground truth, ActivityNet `database` format, seconds
     <root>/point_labels.csv      class,class_index,start_frame,stop_frame,video_id,point
     <root>/fps.json              original frame rate of each video
-    <root>/ambiguous.txt         optional: `video  start end` in seconds
+    <root>/ambiguous.txt         `video  start end` in seconds (empty when the dataset has none)
     <root>/features/<split>/rgb/<video>.npy, .../flow/<video>.npy    (layout "lacp")
     <root>/features/<split>/<video>.npy  (layout "sfnet": one file, RGB in the first half)
 
 The manifest is the one place later stages learn units and video lists from,
 so a stage that reads a dataset never needs the params that produced it.
+
+Features may also be read in place from a directory outside the dataset
+(`feature_root` in the manifest, same layout below it). The manifest then
+records every feature file's size and mtime, so that a changed file is
+caught when it is read (DVC cannot watch files outside the repository), and
+a dataset may be fetched without features at all (`feature_dim` null): the
+base locator's proposals can then still be imported and evaluated.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +40,7 @@ MANIFEST = "dataset.json"
 SPLITS = ("train", "test")
 FEATURE_LAYOUTS = ("lacp", "sfnet")
 POINT_COLUMNS = ["class", "class_index", "start_frame", "stop_frame", "video_id", "point"]
+FINITE_CHECK_ROWS = 4096  # feature rows checked for NaN/inf at a time, to bound memory on long videos
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,9 @@ class DatasetInfo:
     feature_dim: int | None = None
     tiou_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     filter_ambiguous: bool = False
+    durations: dict[str, float] = field(default_factory=dict)  # seconds; empty when unknown
+    feature_root: str | None = None  # absolute directory read in place; None = <root>/features
+    feature_fingerprint: dict[str, tuple[int, int]] = field(default_factory=dict)  # relpath: (size, mtime_ns)
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +79,15 @@ class DatasetInfo:
         except ValueError:
             raise KeyError(f"unknown class {name!r} (dataset {self.name} has {list(self.classes)})") from None
 
+    def lengths_in_snippets(self, videos: Sequence[str]) -> np.ndarray | None:
+        """Each video's length in snippets: from its features, else from its duration; None if unknown."""
+        if self.has_features:
+            return np.array([self.num_snippets[v] for v in videos], dtype=np.float64)
+        if self.durations and all(v in self.durations for v in videos):
+            seconds = np.array([self.durations[v] for v in videos], dtype=np.float64)
+            return units.seconds_to_snippets(seconds, self.feature_fps, self.snippet_frames)
+        return None
+
     def split_of(self, video: str) -> str | None:
         for split, videos in self.videos.items():
             if video in videos:
@@ -73,6 +95,13 @@ class DatasetInfo:
         return None
 
     def to_json(self) -> dict:
+        # Fields added for real datasets are written only when set, so that a synthetic
+        # manifest stays byte-identical (and DVC does not rerun everything downstream).
+        optional = {
+            "durations": dict(self.durations),
+            "feature_root": self.feature_root,
+            "feature_fingerprint": {k: list(v) for k, v in self.feature_fingerprint.items()},
+        }
         return {
             "name": self.name,
             "classes": list(self.classes),
@@ -84,6 +113,7 @@ class DatasetInfo:
             "filter_ambiguous": self.filter_ambiguous,
             "videos": {split: list(v) for split, v in self.videos.items()},
             "num_snippets": dict(self.num_snippets),
+            **{k: v for k, v in optional.items() if v},
         }
 
     @classmethod
@@ -100,6 +130,10 @@ class DatasetInfo:
                 filter_ambiguous=bool(obj["filter_ambiguous"]),
                 videos={split: tuple(str(v) for v in vids) for split, vids in obj["videos"].items()},
                 num_snippets={str(k): int(v) for k, v in obj.get("num_snippets", {}).items()},
+                durations={str(k): float(v) for k, v in obj.get("durations", {}).items()},
+                feature_root=None if obj.get("feature_root") is None else str(obj["feature_root"]),
+                feature_fingerprint={str(k): (int(v[0]), int(v[1]))
+                                     for k, v in obj.get("feature_fingerprint", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source}: malformed dataset manifest ({exc!r})") from exc
@@ -128,6 +162,11 @@ class DatasetInfo:
             bad = [v for v, t in self.num_snippets.items() if t < 1]
             if bad:
                 raise DataError(describe(source, bad[0], "num_snippets") + ": must be at least 1")
+        elif self.feature_root is not None:
+            raise DataError(describe(source, field="feature_root") + ": set, but the dataset has no features")
+        bad = [v for v, d in self.durations.items() if not (math.isfinite(d) and d > 0)]
+        if bad:
+            raise DataError(describe(source, bad[0], "durations") + f": {self.durations[bad[0]]} is not a positive duration")
 
 
 class Dataset:
@@ -155,11 +194,33 @@ class Dataset:
     def ambiguous_path(self) -> Path:
         return self.root / "ambiguous.txt"
 
+    @property
+    def feature_root(self) -> Path:
+        return Path(self.info.feature_root) if self.info.feature_root is not None else self.root / "features"
+
     def feature_paths(self, split: str, video: str) -> list[Path]:
-        base = self.root / "features" / split
-        if self.info.feature_layout == "lacp":
-            return [base / "rgb" / f"{video}.npy", base / "flow" / f"{video}.npy"]
-        return [base / f"{video}.npy"]
+        return [self.feature_root / rel for rel in feature_relpaths(self.info.feature_layout, split, video)]
+
+    def require_features(self) -> None:
+        """Fail, naming the param to set, when the dataset was fetched without features."""
+        if not self.info.has_features:
+            raise DataError(
+                f"{self.root}: dataset {self.info.name!r} was fetched without features, which this stage needs. "
+                f"Set datasets.{self.info.name}.sources.features in params.yaml (a directory, an archive, a URL "
+                f"or {{gdrive: <file id>}}; e.g. `dvc exp run -S datasets.{self.info.name}.sources.features="
+                "/path/to/features`) and run the pipeline again.")
+
+    def check_unchanged(self, path: Path, video: str) -> None:
+        """For features read in place: the file must be the one the fetch stage validated."""
+        if self.info.feature_root is None:
+            return
+        rel = path.relative_to(self.feature_root).as_posix()
+        recorded = self.info.feature_fingerprint.get(rel)
+        info = path.stat() if path.is_file() else None
+        if recorded is None or info is None or (info.st_size, info.st_mtime_ns) != recorded:
+            raise DataError(describe(path, video) + ": this feature file changed (or vanished) since the fetch "
+                            "stage validated it; DVC cannot watch files outside the repository, so run "
+                            "`dvc repro -f fetch` (then `dvc repro`) to validate it again")
 
     # --- annotations -------------------------------------------------------------------
     def video_fps(self) -> dict[str, float]:
@@ -185,17 +246,17 @@ class Dataset:
         """Instances of a split: video, label (name), start, end (seconds)."""
         from tspnet.evaluate import load_ground_truth  # evaluate owns the ActivityNet reader
 
-        gt = load_ground_truth(self.gt_path, subset=None)
+        instances = load_ground_truth(self.gt_path, subset=None).instances
         videos = set(self.info.videos[split])
-        return gt[gt["video"].isin(videos)].reset_index(drop=True)
+        return instances[instances["video"].isin(videos)].reset_index(drop=True)
 
     # --- features ----------------------------------------------------------------------
     def read_features(self, split: str, video: str) -> np.ndarray:
         """One video's [T, D] float32 features (RGB then flow), validated."""
-        if not self.info.has_features:
-            raise DataError(f"{self.root}: dataset {self.info.name} was fetched without features")
+        self.require_features()
         arrays = []
         for path in self.feature_paths(split, video):
+            self.check_unchanged(path, video)
             array = load_npy(path)
             check_feature_array(array, path, video)
             arrays.append(array)
@@ -215,6 +276,34 @@ class Dataset:
 
     def feature_store(self, split: str, videos: list[str] | None = None, progress: bool = False) -> "FeatureStore":
         return FeatureStore.load(self, split, videos, progress)
+
+
+def feature_relpaths(layout: str, split: str, video: str) -> list[str]:
+    """A video's feature files relative to the feature root: rgb and flow (lacp) or one file (sfnet)."""
+    if layout == "lacp":
+        return [f"{split}/rgb/{video}.npy", f"{split}/flow/{video}.npy"]
+    return [f"{split}/{video}.npy"]
+
+
+def scan_feature_file(path: Path, video: str) -> tuple[int, int]:
+    """(snippets, dims) of a feature file, validated without holding it in memory.
+
+    The file is memory-mapped for its shape and dtype, and checked for NaN and
+    infinity a block of rows at a time, so that a 1 GB dataset is read once.
+    """
+    array = load_npy(path, mmap=True)
+    if array.ndim != 2:
+        raise DataError(describe(path, video, "shape") + f": expected [snippets, dims], got shape {array.shape}")
+    if array.dtype.kind != "f":
+        raise DataError(describe(path, video, "dtype") + f": expected floating point, got {array.dtype}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise DataError(describe(path, video, "shape") + f": empty array of shape {array.shape}")
+    for start in range(0, array.shape[0], FINITE_CHECK_ROWS):
+        finite = np.isfinite(array[start:start + FINITE_CHECK_ROWS]).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise DataError(describe(path, video) + f": features contain NaN or infinity (first at snippet {row})")
+    return int(array.shape[0]), int(array.shape[1])
 
 
 def check_feature_array(array: np.ndarray, path: Path, video: str) -> None:
@@ -243,15 +332,15 @@ class FeatureStore:
 
     @classmethod
     def load(cls, dataset: Dataset, split: str, videos: list[str] | None, progress: bool = False) -> "FeatureStore":
-        from tqdm import tqdm
-
+        dataset.require_features()
         videos = list(dataset.info.videos[split] if videos is None else videos)
         lengths = np.array([dataset.info.num_snippets[v] for v in videos], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         # One allocation for the whole split: peak memory stays at the store's size.
         store = np.empty((int(lengths.sum()), int(dataset.info.feature_dim)), dtype=np.float32)
-        for video, offset, length in tqdm(list(zip(videos, offsets, lengths)), desc=f"features {split}",
-                                          disable=not progress, unit="video"):
+        from tspnet.console import progress as bar
+
+        for video, offset, length in bar(list(zip(videos, offsets, lengths)), f"features {split}", "video", progress):
             store[offset:offset + length] = dataset.read_features(split, video)
         return cls(videos, torch.from_numpy(store), torch.from_numpy(offsets), torch.from_numpy(lengths))
 
@@ -267,6 +356,11 @@ class FeatureStore:
 
 def read_points(path: Path, info: DatasetInfo, video_fps: dict[str, float]) -> pd.DataFrame:
     """Parse and validate point labels; returns point_id, video, class_index, frame, fps, time."""
+    return validate_points(read_points_table(path), path, info, video_fps)
+
+
+def read_points_table(path: Path) -> pd.DataFrame:
+    """The point-label CSV as strings, with the expected columns."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -276,12 +370,20 @@ def read_points(path: Path, info: DatasetInfo, video_fps: dict[str, float]) -> p
     missing = [c for c in POINT_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing} (expected {POINT_COLUMNS})")
+    return table
 
+
+def validate_points(table: pd.DataFrame, path: Path, info: DatasetInfo, video_fps: dict[str, float]) -> pd.DataFrame:
+    """Check a point table (as read by `read_points_table`, maybe filtered) against the dataset.
+
+    Messages give the row number in the file, so the table's index must be the
+    CSV's row order (the default index of `read_points_table`, kept by filtering).
+    """
     def fail(mask: np.ndarray, field: str, problem: str) -> None:
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
             raise DataError(describe(path, table["video_id"].iat[row], field)
-                            + f", row {row + 2}: {problem} ({mask.sum()} row(s) in all)")
+                            + f", row {int(table.index[row]) + 2}: {problem} ({mask.sum()} row(s) in all)")
 
     videos = table["video_id"].to_numpy(str)
     fail(~np.isin(videos, list(info.videos.get("train", ()))), "video_id", "video is not in the training split")
@@ -296,10 +398,11 @@ def read_points(path: Path, info: DatasetInfo, video_fps: dict[str, float]) -> p
     fail(integers["class_index"] != expected_index, "class_index", "does not match the class name")
     fail(integers["point"] < 0, "point", "negative frame")
     fps = np.array([video_fps[v] for v in videos], dtype=np.float64)
-    if info.has_features:
-        snippets = np.array([info.num_snippets[v] for v in videos], dtype=np.float64)
-        last_frame = snippets * info.snippet_frames * fps / info.feature_fps
-        fail(integers["point"] > last_frame, "point", "frame lies past the end of the video's features")
+    lengths = info.lengths_in_snippets(list(videos))
+    if lengths is not None:
+        last_frame = lengths * info.snippet_frames * fps / info.feature_fps
+        where = "features" if info.has_features else "duration"
+        fail(integers["point"] > last_frame, "point", f"frame lies past the end of the video's {where}")
     return pd.DataFrame({
         "point_id": np.arange(len(table), dtype=np.int64),
         "video": videos,

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from tspnet.console import progress
 
 from tspnet.datasets import Dataset, FeatureStore
 
@@ -166,7 +166,7 @@ def locator_loss(logits: torch.Tensor, batch: VideoBatch, config: LocatorConfig)
 
 
 def train_locator(store: FeatureStore, points: pd.DataFrame, num_classes: int, config: LocatorConfig,
-                  seed: int, progress: bool = True) -> SnippetClassifier:
+                  seed: int, show_progress: bool = True) -> SnippetClassifier:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = SnippetClassifier(store.features.shape[1], num_classes, config.hidden, config.dropout)
@@ -176,7 +176,7 @@ def train_locator(store: FeatureStore, points: pd.DataFrame, num_classes: int, c
     if not rows:
         raise ValueError("the built-in locator needs training videos with points")
     model.train()
-    bar = tqdm(range(config.epochs), desc="locate: train", unit="epoch", disable=not progress)
+    bar = progress(range(config.epochs), "locate: train", "epoch", show_progress)
     for _ in bar:
         order = torch.randperm(len(rows), generator=generator).tolist()
         for start in range(0, len(order), config.batch_videos):
@@ -186,7 +186,7 @@ def train_locator(store: FeatureStore, points: pd.DataFrame, num_classes: int, c
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return model.eval()
 
 
@@ -213,10 +213,10 @@ def outer_inner_contrast(activation: np.ndarray, segments: np.ndarray, outer_rat
 
 @torch.no_grad()
 def propose(model: SnippetClassifier, store: FeatureStore, config: LocatorConfig, classes: list[str],
-            snippets_per_second: float, progress: bool = True) -> pd.DataFrame:
+            snippets_per_second: float, show_progress: bool = True) -> pd.DataFrame:
     """Proposals of every video in `store`: video, label, start, end (seconds), score. No NMS."""
     rows_out = []
-    for row, video in enumerate(tqdm(store.videos, desc="locate: propose", unit="video", disable=not progress)):
+    for row, video in enumerate(progress(store.videos, "locate: propose", "video", show_progress)):
         features, mask = pad_videos(store, [row])
         logits = model(features)
         probs = torch.softmax(logits, dim=-1)[0].double().numpy()
@@ -237,17 +237,17 @@ def propose(model: SnippetClassifier, store: FeatureStore, config: LocatorConfig
     return pd.DataFrame(rows_out, columns=["video", "label", "start", "end", "score"])
 
 
-def run_locator(dataset: Dataset, config: LocatorConfig, seed: int, progress: bool = True) -> dict[str, pd.DataFrame]:
+def run_locator(dataset: Dataset, config: LocatorConfig, seed: int, show_progress: bool = True) -> dict[str, pd.DataFrame]:
     """Train on the training split's points, then propose on both splits."""
     points = dataset.points()
-    train_store = dataset.feature_store("train", progress=progress)
-    model = train_locator(train_store, points, dataset.info.num_classes, config, seed, progress)
+    train_store = dataset.feature_store("train", progress=show_progress)
+    model = train_locator(train_store, points, dataset.info.num_classes, config, seed, show_progress)
     out = {"train": propose(model, train_store, config, list(dataset.info.classes),
-                            dataset.info.snippets_per_second, progress)}
+                            dataset.info.snippets_per_second, show_progress)}
     del train_store
-    test_store = dataset.feature_store("test", progress=progress)
+    test_store = dataset.feature_store("test", progress=show_progress)
     out["test"] = propose(model, test_store, config, list(dataset.info.classes),
-                          dataset.info.snippets_per_second, progress)
+                          dataset.info.snippets_per_second, show_progress)
     for split, table in out.items():
         log.info("locate: %d %s proposals (%.1f per video)", len(table), split,
                  len(table) / max(1, len(dataset.info.videos[split])))

@@ -42,11 +42,6 @@ def dataset_entry(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(name), registry[name]
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch, and make torch's algorithms deterministic."""
     random.seed(seed)
@@ -94,5 +89,7 @@ def stage_arguments(description: str, paths: dict[str, str], argv=None):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, default=Path(default),
                             help="(default: %(default)s)")
     args = parser.parse_args(argv)
+    from tspnet.console import setup_logging
+
     setup_logging()
     return args, load_params(args.params)

@@ -6,6 +6,7 @@ these. Every output is written atomically.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tspnet import evaluate, postprocess
+from tspnet import evaluate, postprocess, sources
 from tspnet.datasets import Dataset
 from tspnet.fetch import fetch_dataset
 from tspnet.files import DataError, atomic_dir, atomic_path, load_npz, read_json, save_npz, write_json
@@ -54,20 +55,38 @@ def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, o
 
 
 # ---------------------------------------------------------------------------------- proposals
-def locator_results_path(locator_name: str, locator_dir: Path, split: str) -> Path:
+def locator_results_path(locator_name: str, locators: dict[str, Any], locator_dir: Path, split: str,
+                         dataset_name: str, progress: bool = True) -> Path:
+    """The results JSON of a split: the built-in locator's, or a registry entry's source (fetched if remote)."""
     if locator_name == BUILTIN_LOCATOR:
         return locator_dir / f"{split}.json"
-    raise ValueError(f"proposals.locator: unknown locator {locator_name!r} (known: {BUILTIN_LOCATOR!r})")
+    if locator_name not in locators:
+        raise ValueError(f"proposals.locator: unknown locator {locator_name!r} (params.yaml `locators` has "
+                         f"{sorted(locators)})")
+    entry = locators[locator_name] or {}
+    where = f"locators.{locator_name}"
+    if entry.get("dataset") != dataset_name:
+        raise ValueError(f"{where}.dataset is {entry.get('dataset')!r}, but the pipeline runs on dataset "
+                         f"{dataset_name!r}: choose a locator of that dataset, or set {where}.dataset")
+    source = sources.parse_source((entry.get("sources") or {}).get(split), f"{where}.sources.{split}")
+    if source is None:
+        raise DataError(f"{where}.sources.{split} is not set: point it at the locator's {split} proposals "
+                        "(ActivityNet results JSON in seconds, no NMS) as a path, an http(s) URL or {gdrive: id}")
+    path = sources.materialize(source, progress)
+    if not path.is_file():
+        raise DataError(f"{source.describe()}: {path} is not a file (expected an ActivityNet results JSON)")
+    return path
 
 
 def run_proposals(proposals_params: dict, dataset_dir: Path, locator_dir: Path, out: Path,
-                  metrics_path: Path) -> None:
+                  metrics_path: Path, locators: dict[str, Any] | None = None) -> None:
+    """Import the chosen locator's proposals of both splits (the `locators` registry names external ones)."""
     info = Dataset(dataset_dir).info
     locator_name = str(proposals_params["locator"])
     metrics: dict[str, Any] = {}
     with atomic_dir(out) as tmp:
         for split in ("train", "test"):
-            source = locator_results_path(locator_name, locator_dir, split)
+            source = locator_results_path(locator_name, locators or {}, locator_dir, split, info.name)
             table = evaluate.load_results(source)
             proposals, report = import_proposals(table, info, split, str(proposals_params["invalid"]), str(source))
             proposals.save(tmp / f"{split}.npz")
@@ -150,8 +169,12 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
 
 def save_model(path: Path, model: TSPNet) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # Through a buffer: torch names the archive's root folder after the file, and the
+    # temporary file's random name would change the bytes of every save.
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "feature_dim": model.feature_dim, "num_classes": model.num_classes}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "feature_dim": model.feature_dim, "num_classes": model.num_classes}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_model(path: Path, dropout: float = 0.5) -> TSPNet:

@@ -8,22 +8,25 @@ proposals it visits (step 4); Gaussian soft-NMS decays the scores per class
 with an ambiguous segment (step 6) through `drop_ambiguous_mask`.
 
 Everything reproduces the authors' per-video loops exactly -- the same
-visiting order, the same tie-breaking, and the same floating-point operations
-in the same order, so the results are bit-identical to a literal loop -- but
+visiting order, the same tie-breaking, the same floating-point operations in
+the same order, so the results are bit-identical to a literal loop -- but
 runs over a whole split at once:
 
-- ABA visits exactly the proposals that greedy hard NMS ("suppress IoU >
-  threshold", in `np.argsort(scores)[::-1]` order) keeps, and a visited
-  proposal's new boundaries depend on the original proposals only. So the
-  IoU matrix is computed once per video, the greedy pass only flips a
-  boolean mask, and the weighted boundaries of all visits of the split are
-  computed together, batched by group size (numpy's row sums over a [rows,
-  k] array equal its sums of each k-vector, bit for bit).
-- Soft-NMS is sequential, but many (video, class) groups can step together:
-  each group is a row of a padded array laid out exactly as the authors'
-  working array (select the first maximum, swap it with the front row, drop
-  the front row), so their tie-breaking is reproduced literally. The decay
-  factors of every pair of a group are computed once, up front.
+- Both steps act only within overlap components: proposals of one (video,
+  class) whose intersection is 0 never act on each other (ABA never groups
+  them; their soft-NMS factor exp(-0) is exactly 1). Sorted by start, a
+  component is a run of proposals. Components step in lockstep, many per
+  numpy call, in blocks of similar size; memory stays linear in the input.
+- ABA visits exactly what greedy hard NMS ("suppress IoU > threshold", in
+  `np.argsort(scores)[::-1]` order) keeps, and a visited proposal's new
+  boundaries depend on the original proposals only: they are computed after
+  the walk for every visit at once, batched by group size (numpy's row sums
+  of a [rows, k] array equal its sums of each k-vector, bit for bit).
+- Soft-NMS steps each component on the authors' working array (select the
+  first maximum, swap it with the front, drop the front). A group's order is
+  the merge of its components' orders, accepted only if no selection ever
+  had a tied rival; a group with a tie is stepped again whole, which
+  reproduces the authors' tie-breaking literally.
 
 Deliberate differences from the authors' code (each counted and logged):
 - a zero-length proposal has IoU 0 with every other proposal (the authors'
@@ -51,9 +54,6 @@ log = logging.getLogger(__name__)
 
 # Added to the attention sum in the video-level class scores, as the authors do.
 VIDEO_SCORE_EPS = 1e-6
-# Soft-NMS precomputes a [groups, width, width] table of decay factors; groups
-# are stepped together in blocks of at most this many table cells (~64 MB).
-_SOFT_NMS_MAX_CELLS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,13 @@ def _segments(name: str, value, length: int | None = None) -> np.ndarray:
     return segments
 
 
+def _probs(value, length: int | None = None) -> np.ndarray:
+    probs = _float_array("probs", value, (length, None))
+    if probs.shape[1] < 2:
+        raise ValueError(f"probs: expected C+1 >= 2 columns (C action classes and background), got {probs.shape[1]}")
+    return probs
+
+
 def _check_threshold(name: str, value: float, low: float, high: float) -> None:
     if not (low <= value < high):
         raise ValueError(f"{name} must be in [{low}, {high}), got {value}")
@@ -158,9 +165,7 @@ def _check_sigma(sigma: float) -> None:
 
 def video_class_scores(probs: np.ndarray, attention: np.ndarray) -> np.ndarray:
     """`v_c = sum_i p_ic a_i / (sum_i a_i + 1e-6)` for the C action classes (background dropped)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[1] < 2:
-        raise ValueError(f"probs: expected shape (M, C+1) with C >= 1, got {probs.shape}")
+    probs = _probs(probs)
     attention = _float_array("attention", attention, (probs.shape[0],))
     weighted = (probs * attention[:, None]).sum(axis=0) / (attention.sum() + VIDEO_SCORE_EPS)
     return weighted[:-1]
@@ -179,74 +184,141 @@ def select_classes(video_scores: np.ndarray, threshold: float) -> np.ndarray:
 
 def aligned_confidence(probs: np.ndarray, attention: np.ndarray, center: np.ndarray) -> np.ndarray:
     """`s_ic = p_ic * a_i * g_i`, [M, C+1]."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"probs: expected shape (M, C+1), got {probs.shape}")
+    probs = _probs(probs)
     attention = _float_array("attention", attention, (probs.shape[0],))
     center = _float_array("center", center, (probs.shape[0],))
     return probs * attention[:, None] * center[:, None]
 
 
+# ------------------------------------------- groups, overlap components, blocks
+
+
+def _group_ids(sizes: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def _running_max(values: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Running maximum of `values` within each group; `group` ids non-decreasing.
+
+    Exact: the running maximum is taken over integer keys (group, rank of the value).
+    """
+    distinct, rank = np.unique(values, return_inverse=True)
+    key = group * len(distinct) + rank
+    return distinct[np.maximum.accumulate(key) - group * len(distinct)]
+
+
+def _overlap_components(start: np.ndarray, end: np.ndarray, group: np.ndarray, plus_one: bool) -> np.ndarray:
+    """Component of each segment in the graph "intersection > 0" of its group; any ids.
+
+    Segments in different components have IoU exactly 0, so they never act on
+    each other. Lengths are `end - start` (ABA), where a zero-length segment
+    overlaps nothing, or `end - start + 1` (soft-NMS). Sorted by start, the
+    other segments form runs: a segment joins the run before it when it
+    overlaps the run's furthest-reaching segment, tested with the authors'
+    expression for that pair.
+    """
+    n = len(start)
+    isolated = (end == start) if not plus_one else np.zeros(n, dtype=bool)
+    rest = np.flatnonzero(~isolated)
+    order = rest[np.lexsort((start[rest], group[rest]))]
+    first, last, own = start[order], end[order], group[order]
+    inter = np.minimum(_running_max(last, own)[:-1], last[1:]) - first[1:]
+    if plus_one:
+        inter = inter + 1
+    new_run = np.ones(len(order), dtype=bool)
+    new_run[1:] = (own[1:] != own[:-1]) | ~(inter > 0)
+    component = np.empty(n, dtype=np.int64)
+    component[order] = np.cumsum(new_run) - 1
+    component[isolated] = len(order) + np.arange(np.count_nonzero(isolated))
+    return component
+
+
+def _rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Elements grouped by `key`, ascending within a row: (elements in row order, each row's first position, size)."""
+    elements = np.argsort(key, kind="stable")
+    _, first, sizes = np.unique(key[elements], return_index=True, return_counts=True)
+    return elements, first, sizes
+
+
+def _blocks(sizes: np.ndarray) -> list[np.ndarray]:
+    """Row ids in blocks that step together: sizes within a factor of 2 (little padding), descending in a block."""
+    by_size = np.argsort(-sizes, kind="stable")
+    by_size = by_size[sizes[by_size] > 0]
+    size_class = np.ceil(np.log2(sizes[by_size])).astype(np.int64)
+    return [by_size[size_class == cls] for cls in np.unique(size_class)[::-1].tolist()]
+
+
+def _padded(elements: np.ndarray, first: np.ndarray, sizes: np.ndarray, block: np.ndarray):
+    """[R, W] elements of the block's rows (padding repeats element 0) and the mask of real entries."""
+    columns = np.arange(sizes[block[0]])
+    valid = columns < sizes[block][:, None]
+    return elements[np.where(valid, first[block][:, None] + columns, 0)], valid
+
+
+def _active_counts(valid: np.ndarray) -> list[int]:
+    """Rows still stepping at each step t (size > t): a prefix, since sizes descend within a block."""
+    sizes = valid.sum(axis=1)
+    return np.searchsorted(-sizes, -np.arange(valid.shape[1]), side="left").tolist()
+
+
 # -------------------------------------------------------------------- step 4
 
 
-def _plain_iou_matrix(segments: np.ndarray) -> np.ndarray:
-    """IoU of every pair with lengths `end - start`; a zero union gives 0, except a proposal with itself (1).
+def _aba_rows(start, end, rank, members, valid, iou_threshold):
+    """The greedy ABA walk of each row (a component), all rows in lockstep.
 
-    Same operations as the authors' per-target computation, so the values are bit-identical.
+    Returns the visited proposals, their groups' members (concatenated,
+    ascending), the members' IoU with their visited proposal, and group sizes.
     """
+    lo, hi = start[members], end[members]
+    length = hi - lo
+    walk = np.argsort(np.where(valid, rank[members], np.iinfo(np.int64).max), axis=1)
+    locked = np.zeros(members.shape, dtype=bool)
+    targets, group_members, group_iou, group_sizes = [], [], [], []
+    for t, active in enumerate(_active_counts(valid)):
+        row, col = np.arange(active), walk[:active, t]
+        free = ~locked[row, col]
+        row, col = row[free], col[free]
+        # IoU of each visited proposal with its row, with the authors' operations.
+        visit_lo, visit_hi = lo[row, col][:, None], hi[row, col][:, None]
+        inter = np.maximum(np.minimum(visit_hi, hi[row]) - np.maximum(visit_lo, lo[row]), 0.0)
+        union = length[row] + (visit_hi - visit_lo) - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        iou[np.arange(len(row)), col] = 1.0  # only changes zero-length proposals: L / L is exactly 1 otherwise
+        group = (iou > iou_threshold) & valid[row]
+        locked[row] |= group
+        member_row, member_col = np.nonzero(group)
+        targets.append(members[row, col])
+        group_members.append(members[row[member_row], member_col])
+        group_iou.append(iou[member_row, member_col])
+        group_sizes.append(group.sum(axis=1))
+    return tuple(np.concatenate(part) for part in (targets, group_members, group_iou, group_sizes))
+
+
+def _adapt_jobs(segments: np.ndarray, scores: np.ndarray, sizes: np.ndarray, iou_threshold: float):
+    """ABA of consecutive independent jobs (`sizes` rows each). Returns (new segments, AbaCounts)."""
     start, end = segments[:, 0], segments[:, 1]
-    inter = np.maximum(np.minimum(end[:, None], end[None, :]) - np.maximum(start[:, None], start[None, :]), 0.0)
-    length = end - start
-    union = length[None, :] + length[:, None] - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    np.fill_diagonal(iou, 1.0)  # only changes zero-length proposals: L / L is exactly 1 otherwise
-    return iou
-
-
-def _greedy_visits(above: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Proposals ABA visits: walk `argsort(scores)[::-1]`, skip locked ones, lock each visit's group."""
-    locked = np.zeros(len(scores), dtype=bool)
-    visited = []
-    for i in np.argsort(scores)[::-1].tolist():
-        if not locked[i]:
-            visited.append(i)
-            locked |= above[i]
-    return np.array(visited, dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class _AbaJob:
-    """One ABA run: the proposals at rows [offset, offset + M) of the job arrays, and their IoU matrix."""
-
-    offset: int
-    iou: np.ndarray  # [M, M], shared by the jobs (classes) of one video
-    above: np.ndarray  # iou > threshold
-
-
-def _adapt_jobs(segments: np.ndarray, scores: np.ndarray, jobs: Sequence[_AbaJob]) -> tuple[np.ndarray, AbaCounts]:
-    """ABA for many independent jobs laid out one after another in `segments` / `scores`."""
-    targets, members, member_iou, sizes = [], [], [], []
-    for job in jobs:
-        m = len(job.iou)
-        visited = _greedy_visits(job.above, scores[job.offset : job.offset + m])
-        group_rows, group_cols = np.nonzero(job.above[visited])  # members ascending, as np.where gives
-        targets.append(visited + job.offset)
-        members.append(group_cols + job.offset)
-        member_iou.append(job.iou[visited[group_rows], group_cols])
-        sizes.append(np.bincount(group_rows, minlength=len(visited)))
+    offsets = np.cumsum(sizes) - sizes
+    rank = np.empty(len(scores), dtype=np.int64)  # position in the job's visiting order
+    for offset, size in zip(offsets.tolist(), sizes.tolist()):
+        rank[offset + np.argsort(scores[offset : offset + size])[::-1]] = np.arange(size)
+    # Locking and weights stay within a component of overlapping proposals.
+    elements, first, component_sizes = _rows(_overlap_components(start, end, _group_ids(sizes), plus_one=False))
+    parts = [
+        _aba_rows(start, end, rank, *_padded(elements, first, component_sizes, block), iou_threshold)
+        for block in _blocks(component_sizes)
+    ]
     adapted = segments.copy()
-    if not jobs:
+    if not parts:
         return adapted, AbaCounts()
-    targets, members = np.concatenate(targets), np.concatenate(members)
-    member_iou, sizes = np.concatenate(member_iou), np.concatenate(sizes)
-    first = np.cumsum(sizes) - sizes
+    targets, members, member_iou, group_sizes = (np.concatenate(p) for p in zip(*parts))
+    group_first = np.cumsum(group_sizes) - group_sizes
     zero_score_groups = 0
     # Visits with equal group size k are computed together as [rows, k] arrays:
     # their row sums are bit-identical to the authors' np.sum over each group.
-    for k in np.unique(sizes).tolist():
-        rows = np.flatnonzero(sizes == k)
-        slots = first[rows][:, None] + np.arange(k)
+    for k in np.unique(group_sizes).tolist():
+        rows = np.flatnonzero(group_sizes == k)
+        slots = group_first[rows][:, None] + np.arange(k)
         group_iou, group = member_iou[slots], members[slots]
         u = group_iou / group_iou.sum(axis=1, keepdims=True)
         su = scores[group] * u
@@ -255,7 +327,7 @@ def _adapt_jobs(segments: np.ndarray, scores: np.ndarray, jobs: Sequence[_AbaJob
         v = np.where(zero, u, su / np.where(zero, 1.0, total))
         adapted[targets[rows]] = (segments[group] * v[:, :, None]).sum(axis=1)
         zero_score_groups += int(zero.sum())
-    zero_length = int(np.count_nonzero(segments[targets, 1] == segments[targets, 0]))
+    zero_length = int(np.count_nonzero(end[targets] == start[targets]))
     return adapted, AbaCounts(zero_length, zero_score_groups)
 
 
@@ -270,59 +342,49 @@ def adapt_boundaries(
     segments = _segments("segments", segments)
     scores = _float_array("scores", scores, (len(segments),))
     _check_threshold("ABA IoU threshold", iou_threshold, 0.0, 1.0)
-    iou = _plain_iou_matrix(segments)
-    return _adapt_jobs(segments, scores, [_AbaJob(0, iou, iou > iou_threshold)])
+    return _adapt_jobs(segments, scores, np.array([len(scores)]), iou_threshold)
 
 
 # -------------------------------------------------------------------- step 5
 
 
-def _decay_table(start: np.ndarray, end: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """exp(-(iou^2) / sigma) of every pair of each row, [R, W, W]; 1 wherever a padding slot takes part.
+def _soft_nms_rows(start, end, score, members, valid, sigma):
+    """Soft-NMS of each row, all rows in lockstep, each on the authors' working array.
 
-    IoU with lengths `end - start + 1`, written with the authors' operations in their order.
+    A row holds its entries in order; each step selects the first maximum,
+    swaps it with the front entry and drops the front, so ties break exactly
+    as the authors' row swapping breaks them, and decays the rest with the
+    authors' operations in their order (IoU with lengths `end - start + 1`).
+    Returns [R, W] selected elements and their scores, and whether a row ever
+    had a tied maximum.
     """
-    area = end - start + 1
-    inter = np.maximum(
-        np.minimum(end[:, :, None], end[:, None, :]) - np.maximum(start[:, :, None], start[:, None, :]) + 1, 0.0
-    )
-    iou = inter / (area[:, :, None] + area[:, None, :] - inter)
-    decay = np.exp(-(iou * iou) / sigma)
-    decay[~(valid[:, :, None] & valid[:, None, :])] = 1.0
-    return decay
-
-
-def _soft_nms_block(
-    start: np.ndarray, end: np.ndarray, score: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, sigma: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Soft-NMS of groups stepped together; `sizes` descending. Returns [R, W] picked flat indices and scores."""
-    rows, width = len(sizes), int(sizes[0])
-    valid = np.arange(width) < sizes[:, None]
-    flat = np.where(valid, offsets[:, None] + np.arange(width), 0)
-    decay = _decay_table(start[flat], end[flat], valid, sigma).reshape(-1)
-    # Row r is group r's working array, as the authors lay it out: `slot` holds
-    # each entry's column in the group, `current` its decayed score; padding
-    # scores -inf, so a group never selects padding while it has entries left.
-    slot = np.broadcast_to(np.arange(width), (rows, width)).copy()
-    current = np.where(valid, score[flat], -np.inf)
-    table_row = np.arange(rows) * width * width
+    rows, width = members.shape
+    # Padding sits well past every segment: its IoU with any is 0, so its
+    # factor is exactly 1 and its -inf score never turns into NaN.
+    far = end.max() + abs(end.max()) + 2 if len(end) else 0.0
+    entry = np.where(valid, members, -1)
+    lo = np.where(valid, start[members], far)
+    hi = np.where(valid, end[members], far)
+    area = hi - lo + 1
+    current = np.where(valid, score[members], -np.inf)  # padding is never the maximum
     picked = np.zeros((rows, width), dtype=np.int64)
     picked_score = np.zeros((rows, width))
-    # Rows still stepping at step t: those with size > t, a prefix since sizes descend.
-    active_counts = np.searchsorted(-sizes, -np.arange(width), side="left")
-    for t, active in enumerate(active_counts.tolist()):
-        r = np.arange(active)
-        scores_now, slots_now = current[:active, t:], slot[:active, t:]
-        best = scores_now.argmax(axis=1)  # first maximum, as np.argmax
-        chosen = slots_now[r, best]
-        picked[:active, t] = chosen
-        picked_score[:active, t] = scores_now[r, best]
-        # The front entry takes the chosen one's place; column t is then dropped.
-        slots_now[r, best] = slots_now[:, 0]
-        scores_now[r, best] = scores_now[:, 0]
+    tied = np.zeros(rows, dtype=bool)
+    for t, active in enumerate(_active_counts(valid)):
+        row = np.arange(active)
+        now = [array[:active, t:] for array in (current, entry, lo, hi, area)]
+        best = now[0].argmax(axis=1)  # first maximum, as np.argmax
+        top, chosen, top_lo, top_hi, top_area = (array[row, best] for array in now)
+        picked[:active, t], picked_score[:active, t] = chosen, top
+        tied[:active] |= (now[0] == top[:, None]).sum(axis=1) > 1
+        for array in now:  # the front entry takes the chosen one's place; column t is dropped
+            array[row, best] = array[:, 0]
         if t + 1 < width:
-            scores_now[:, 1:] *= decay[(table_row[:active] + chosen * width)[:, None] + slots_now[:, 1:]]
-    return offsets[:, None] + picked, picked_score
+            scores_now, _, lo_now, hi_now, area_now = (array[:, 1:] for array in now)
+            inter = np.maximum(np.minimum(top_hi[:, None], hi_now) - np.maximum(top_lo[:, None], lo_now) + 1, 0.0)
+            iou = inter / (top_area[:, None] + area_now - inter)
+            scores_now *= np.exp(-(iou * iou) / sigma)
+    return picked, picked_score, tied
 
 
 def _soft_nms_groups(
@@ -330,28 +392,84 @@ def _soft_nms_groups(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Soft-NMS of consecutive groups (`sizes` rows each). Returns (order, decayed scores).
 
-    `order` lists input rows, group after group in input order, each group in
-    selection order; the scores are aligned with it.
+    `order` lists input rows, group after group, each group in selection
+    order; the scores are aligned with it.
+
+    Overlap components of a group are stepped separately: nothing outside a
+    component changes its scores (their factor is exactly 1). A group's
+    selection order is then an interleaving of its components' orders; it is
+    merged by the running minimum of each component's selected scores (a
+    component's next selection waits behind its earlier, lower ones) and then
+    verified: if every selection was the strict maximum of its component and
+    of the other components' next selections, it is the authors' order.
+    Groups that fail (ties at the top) are stepped again as one row each.
     """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    offsets = np.cumsum(sizes) - sizes
-    order = np.empty(len(score), dtype=np.int64)
-    decayed = np.empty(len(score))
-    # Groups of similar size step together (sizes within a factor of 2), so
-    # little work is spent on padding; blocks are capped in table cells.
-    by_size = np.argsort(-sizes, kind="stable")
-    by_size = by_size[sizes[by_size] > 0]
-    size_class = np.ceil(np.log2(sizes[by_size])).astype(np.int64)
-    for cls in np.unique(size_class)[::-1].tolist():
-        members = by_size[size_class == cls]
-        per_block = max(1, _SOFT_NMS_MAX_CELLS // int(sizes[members[0]]) ** 2)
-        for block in np.array_split(members, -(-len(members) // per_block)):
-            picked, picked_score = _soft_nms_block(start, end, score, offsets[block], sizes[block], sigma)
-            valid = np.arange(picked.shape[1]) < sizes[block][:, None]
-            out = (offsets[block][:, None] + np.arange(picked.shape[1]))[valid]
-            order[out] = picked[valid]
-            decayed[out] = picked_score[valid]
+    n = len(score)
+    group = _group_ids(sizes)
+    component = _overlap_components(start, end, group, plus_one=True)
+    elements, first, component_sizes = _rows(component)
+    picked = np.empty(n, dtype=np.int64)
+    picked_score = np.empty(n)
+    running_min = np.empty(n)
+    tied = np.zeros(len(component_sizes), dtype=bool)
+    for block in _blocks(component_sizes):
+        members, valid = _padded(elements, first, component_sizes, block)
+        chosen, chosen_score, tied[block] = _soft_nms_rows(start, end, score, members, valid, sigma)
+        slots = (first[block][:, None] + np.arange(members.shape[1]))[valid]
+        picked[slots] = chosen[valid]
+        picked_score[slots] = chosen_score[valid]
+        running_min[slots] = np.minimum.accumulate(chosen_score, axis=1)[valid]
+    merged = np.lexsort((np.arange(n), -running_min, group[picked]))
+    order, decayed = picked[merged], picked_score[merged]
+    redo = np.zeros(len(sizes), dtype=bool)
+    redo[group[elements[first[tied]]]] = True
+    redo[group[order[~_strict_heads(order, decayed, group, component)]]] = True
+    if redo.any():
+        offsets = np.cumsum(sizes) - sizes
+        for block in _blocks(np.where(redo, sizes, 0)):
+            members, valid = _padded(np.arange(n), offsets, sizes, block)
+            chosen, chosen_score, _ = _soft_nms_rows(start, end, score, members, valid, sigma)
+            slots = (offsets[block][:, None] + np.arange(members.shape[1]))[valid]
+            order[slots] = chosen[valid]
+            decayed[slots] = chosen_score[valid]
     return order, decayed
+
+
+def _strict_heads(order: np.ndarray, decayed: np.ndarray, group: np.ndarray, component: np.ndarray) -> np.ndarray:
+    """Per position of the merged `order`: did every selection made while it waited score strictly higher?
+
+    A component's next selection waits from the step after its previous
+    selection (or from its group's first step) until its own step. If each
+    selection beats every waiting one, each was the unique maximum of the
+    whole group, so the authors' loop makes the same choices.
+    """
+    step = np.empty(len(order), dtype=np.int64)
+    step[order] = np.arange(len(order))
+    by_component = np.lexsort((step, component))  # each component's elements in selection order
+    own = step[by_component]
+    follows = np.zeros(len(order), dtype=bool)
+    follows[1:] = component[by_component][1:] == component[by_component][:-1]
+    group_start = np.searchsorted(group[order], group[by_component], side="left")
+    waiting_from = np.where(follows, np.concatenate([[0], own[:-1]]) + 1, group_start)
+    strict = np.empty(len(order), dtype=bool)
+    strict[own] = _range_min(decayed, waiting_from, own) > decayed[own]
+    return strict
+
+
+def _range_min(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """min(values[low:high]) for each pair (+inf where empty), from a sparse table of power-of-two spans."""
+    table = [values]
+    while 2 ** len(table) <= len(values):
+        span = 2 ** (len(table) - 1)
+        table.append(np.minimum(table[-1][:-span], table[-1][span:]))
+    length = high - low
+    out = np.full(len(low), np.inf)
+    has = length > 0
+    level = np.floor(np.log2(np.where(has, length, 1))).astype(np.int64)
+    for k in np.unique(level[has]).tolist():
+        rows = np.flatnonzero(has & (level == k))
+        out[rows] = np.minimum(table[k][low[rows]], table[k][high[rows] - 2**k])
+    return out
 
 
 def soft_nms(segments: np.ndarray, scores: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +486,7 @@ def soft_nms(segments: np.ndarray, scores: np.ndarray, sigma: float) -> tuple[np
 # -------------------------------------------------------------- whole split
 
 
-def _video_blocks(video_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _rows_by_video(video_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows sorted by video (input order kept within a video), each video, its first sorted row, its size."""
     rows = np.argsort(video_index, kind="stable")
     videos, first, counts = np.unique(video_index[rows], return_index=True, return_counts=True)
@@ -395,43 +513,37 @@ def localize(
     segments = _segments("segments", segments)
     n = len(segments)
     video_index = _int_array("video_index", video_index, n)
-    probs = _float_array("probs", probs, (n, None))
-    if probs.shape[1] < 2:
-        raise ValueError(f"probs: expected C+1 >= 2 columns, got {probs.shape[1]}")
+    probs = _probs(probs, n)
     confidence = aligned_confidence(probs, attention, center)
     attention = np.asarray(attention, dtype=np.float64)
     _check_threshold("ABA IoU threshold", aba_iou, 0.0, 1.0)
     _check_sigma(nms_sigma)
 
-    rows, videos, firsts, counts = _video_blocks(video_index)
-    job_rows, job_video, job_label, job_sizes, jobs = [], [], [], [], []
-    offset = 0
+    # One job per (video, kept class): the video's proposals, scored for that class.
+    rows, videos, firsts, counts = _rows_by_video(video_index)
+    job_rows, job_video, job_label, job_sizes = [], [], [], []
     for video, first, count in zip(videos.tolist(), firsts.tolist(), counts.tolist()):
         own = rows[first : first + count]
-        classes = select_classes(video_class_scores(probs[own], attention[own]), class_threshold)
-        iou = _plain_iou_matrix(segments[own])
-        above = iou > aba_iou
-        for label in classes.tolist():
-            jobs.append(_AbaJob(offset, iou, above))
+        for label in select_classes(video_class_scores(probs[own], attention[own]), class_threshold).tolist():
             job_rows.append(own)
             job_video.append(video)
             job_label.append(label)
             job_sizes.append(count)
-            offset += count
-    if not jobs:
+    if not job_rows:
         return Detections.empty()
     flat_rows = np.concatenate(job_rows)
+    job_sizes = np.array(job_sizes)
     flat_label = np.repeat(job_label, job_sizes)
     scores = confidence[flat_rows, flat_label]
-    adapted, counts_aba = _adapt_jobs(segments[flat_rows], scores, jobs)
-    if counts_aba != AbaCounts():
+    adapted, aba_counts = _adapt_jobs(segments[flat_rows], scores, job_sizes, aba_iou)
+    if aba_counts != AbaCounts():
         log.warning(
             "ABA: %d zero-length proposals kept their boundaries; %d groups with all-zero scores "
             "were weighted by IoU alone (the authors' code gives [0, 0] and NaN there)",
-            counts_aba.zero_length,
-            counts_aba.zero_score_groups,
+            aba_counts.zero_length,
+            aba_counts.zero_score_groups,
         )
-    order, decayed = _soft_nms_groups(adapted[:, 0], adapted[:, 1], scores, np.array(job_sizes), nms_sigma)
+    order, decayed = _soft_nms_groups(adapted[:, 0], adapted[:, 1], scores, job_sizes, nms_sigma)
     return Detections(
         video=np.repeat(job_video, job_sizes),
         label=flat_label,

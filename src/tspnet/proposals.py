@@ -116,8 +116,9 @@ def import_proposals(results: pd.DataFrame, info: DatasetInfo, split: str, inval
                                                                    info.feature_fps, info.snippet_frames))
     video_index = table["video"].map(position).to_numpy(np.int64)
 
-    if info.has_features:
-        length = np.array([info.num_snippets[v] for v in videos], dtype=np.float64)[video_index]
+    lengths = info.lengths_in_snippets(videos)  # from the features, else from the durations
+    if lengths is not None:
+        length = lengths[video_index]
         outside = (start < 0) | (end > length)
         if outside.any():
             first = int(np.flatnonzero(outside)[0])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tspnet.console import progress as bar
 
 from tspnet import units
 from tspnet.datasets import DatasetInfo, write_manifest
@@ -55,6 +55,9 @@ class SyntheticConfig:
     video_fps: tuple[float, ...]
     signal: float
     runup: float
+    dips_per_action: tuple[int, int]
+    dip_depth: float
+    shared_motion: float  # weight of a motion direction common to all action classes
     noise: float
     noise_smoothing: int  # snippets: I3D features of neighbouring snippets are correlated
     drift: float
@@ -77,6 +80,9 @@ class SyntheticConfig:
             video_fps=tuple(float(x) for x in params["video_fps"]),
             signal=float(params["signal"]),
             runup=float(params["runup"]),
+            dips_per_action=pair("dips_per_action", int),
+            dip_depth=float(params["dip_depth"]),
+            shared_motion=float(params["shared_motion"]),
             noise=float(params["noise"]),
             noise_smoothing=int(params["noise_smoothing"]),
             drift=float(params["drift"]),
@@ -111,6 +117,7 @@ class Event:
     start: float  # seconds, on the 0.1 s grid
     end: float
     runup_side: int = 0  # -1 before the action, +1 after it, 0 none
+    dips: tuple[float, ...] = ()  # positions in [-1, 1] where an action's evidence dips (never the centre)
 
 
 @dataclass
@@ -186,8 +193,11 @@ def plan_video(rng: np.random.Generator, video: str, split: str, num_classes: in
         start = cursor + (runups[i] if side < 0 else 0.0)
         end = min(start + lengths[i], duration)
         start, end = round(start, 1), round(end, 1)
+        n_dips = int(rng.integers(config.dips_per_action[0], config.dips_per_action[1] + 1))
+        dips = tuple(rng.choice([-1.0, 1.0], size=n_dips) * rng.uniform(0.3, 0.75, size=n_dips))
         if end - start >= 0.2:
-            events.append(Event(kinds[i], int(rng.choice(video_classes)), start, end, side))
+            events.append(Event(kinds[i], int(rng.choice(video_classes)), start, end, side,
+                                dips if kinds[i] == "action" else ()))
         cursor += footprints[i]
     if not any(e.kind == "action" for e in events):  # a very short video: one action over its middle
         start, end = round(0.25 * duration, 1), round(0.75 * duration, 1)
@@ -227,16 +237,20 @@ def render_features(rng: np.random.Generator, plan: VideoPlan, protos: Prototype
         if not inside.any():
             continue
         if event.kind == "action":
-            # Strongest at the centre, a quarter of that at the edges.
+            # Strongest at the centre, a quarter of that at the edges, with dips between
+            # sub-phases that fragment thresholded activations (never at the centre).
             profile = np.where(inside, 0.25 + 0.75 * np.cos(0.5 * math.pi * u) ** 2, 0.0)
+            for position in event.dips:
+                profile = profile * (1.0 - config.dip_depth * np.exp(-(((u - position) / 0.12) ** 2)))
             appearance = motion = config.signal * profile
             if event.runup_side:
                 gap = (event.start - t) if event.runup_side < 0 else (t - event.end)
                 reach = half  # the run-up spans half the action's length
-                ramp = np.where((gap > 0) & (gap <= reach), 1.0 - gap / reach, 0.0)
+                ramp = np.where((gap > 0) & (gap <= reach), 1.0 - 0.5 * gap / reach, 0.0)
                 appearance = appearance + config.runup * config.signal * ramp
+                motion = motion + 0.5 * config.runup * config.signal * ramp
             rgb += np.outer(appearance, protos.rgb[event.label]).astype(np.float32)
-            flow += np.outer(motion, protos.flow[event.label] + protos.motion).astype(np.float32)
+            flow += np.outer(motion, protos.flow[event.label] + config.shared_motion * protos.motion).astype(np.float32)
         elif event.kind == "distractor":
             level = np.where(inside, config.signal * 0.8, 0.0)
             rgb += np.outer(level, protos.rgb[event.label]).astype(np.float32)
@@ -244,7 +258,7 @@ def render_features(rng: np.random.Generator, plan: VideoPlan, protos: Prototype
         else:  # ambiguous: a half-strength, flat action
             level = np.where(inside, config.signal * 0.5, 0.0)
             rgb += np.outer(level, protos.rgb[event.label]).astype(np.float32)
-            flow += np.outer(level, protos.flow[event.label] + protos.motion).astype(np.float32)
+            flow += np.outer(level, protos.flow[event.label] + config.shared_motion * protos.motion).astype(np.float32)
     return rgb, flow
 
 
@@ -272,7 +286,7 @@ def generate(root: Path, name: str, classes: list[str], feature_fps: float, snip
     point_rows = io.StringIO()
     writer = csv.writer(point_rows, lineterminator="\n")
     writer.writerow(["class", "class_index", "start_frame", "stop_frame", "video_id", "point"])
-    for rng, plan in tqdm(plans, desc="synthetic videos", unit="video", disable=not progress):
+    for rng, plan in bar(plans, "synthetic videos", "video", progress):
         rgb, flow = render_features(rng, plan, protos, config, sps)
         for stream, array in (("rgb", rgb), ("flow", flow)):
             folder = root / "features" / plan.split / stream

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
+from tspnet.console import progress
 
 from tspnet.datasets import Dataset
 from tspnet.labels import ProposalLabels, assign_labels, update_point_times
@@ -69,13 +69,13 @@ class TrainConfig:
 
 
 def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
-                    device: torch.device, videos_per_chunk: int = 32, progress: bool = True) -> torch.Tensor:
+                    device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True) -> torch.Tensor:
     """[N, 3D] network inputs of every proposal, computed a few videos at a time."""
     slices = proposals.video_slices()
     out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=torch.float32, device=device)
     segments = torch.from_numpy(proposals.segments)
     chunks = range(0, len(proposals.videos), videos_per_chunk)
-    for first in tqdm(chunks, desc=f"RoI features {split}", unit="chunk", disable=not progress):
+    for first in progress(chunks, f"RoI features {split}", "chunk", show_progress):
         videos = proposals.videos[first:first + videos_per_chunk]
         rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
         if rows.stop == rows.start:
@@ -139,7 +139,7 @@ class TrainResult:
 
 def train_tspnet(pooled: torch.Tensor, proposals: Proposals, points: pd.DataFrame, labels: ProposalLabels,
                  num_classes: int, config: TrainConfig, seed: int,
-                 log_step: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+                 log_step: Callable[[int, dict], None] | None = None, show_progress: bool = True) -> TrainResult:
     """Train on pooled proposal features; `labels` are the initial labels from `points`."""
     device = pooled.device
     torch.manual_seed(seed)
@@ -160,7 +160,7 @@ def train_tspnet(pooled: torch.Tensor, proposals: Proposals, points: pd.DataFram
     result = TrainResult(model, points, labels)
 
     model.train()
-    bar = tqdm(range(1, config.iterations + 1), desc="train", unit="it", disable=not progress)
+    bar = progress(range(1, config.iterations + 1), "train", "it", show_progress)
     for step in bar:
         batch = sampler.next()
         rows, video_index = batch_rows(batch, slices, config.max_proposals, generator)
@@ -180,7 +180,7 @@ def train_tspnet(pooled: torch.Tensor, proposals: Proposals, points: pd.DataFram
             record = {"loss": float(terms.total.detach()), "classification_loss": float(terms.classification),
                       "center_loss": float(terms.center)}
             result.history.append({"step": step, **record})
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
             if log_step is not None:
                 log_step(step, record)
 

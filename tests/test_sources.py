@@ -1,0 +1,295 @@
+"""Sources: parsing, downloads (loopback HTTP, mocked gdown), checksums, resume, safe unpacking."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.loopback_http import LoopbackServer
+from tspnet import sources
+from tspnet.sources import Source, SourceError, archive_format, materialize, parse_source, unpack, unpacked
+
+PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes: several chunks' worth for a half-way drop
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "RETRY_BACKOFF_S", 0.0)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as s:
+        yield s
+
+
+def downloads(cache: Path) -> list[str]:
+    """Every file left in the download cache (lock files aside)."""
+    root = cache / "downloads"
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and p.name != ".lock") if root.exists() else []
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("spec, kind, location, copy", [
+    ("data/features", "path", "data/features", False),
+    ("/abs/gt.json", "path", "/abs/gt.json", False),
+    ("https://host/a/gt.json", "url", "https://host/a/gt.json", False),
+    ("https://drive.google.com/file/d/ABC123/view?usp=sharing", "gdrive",
+     "https://drive.google.com/file/d/ABC123/view?usp=sharing", False),
+    ({"path": "f", "copy": True}, "path", "f", True),
+    ({"url": "http://h/x.tar.gz"}, "url", "http://h/x.tar.gz", False),
+    ({"gdrive": "1NqaDRo782bGZKo662I0rI_cvpDT67VQU"}, "gdrive", "1NqaDRo782bGZKo662I0rI_cvpDT67VQU", False),
+])
+def test_parse_source_forms(spec, kind, location, copy):
+    source = parse_source(spec, "datasets.x.sources.gt")
+    assert (source.kind, source.location, source.copy, source.where) == (kind, location, copy, "datasets.x.sources.gt")
+
+
+def test_parse_source_null_and_checksum():
+    assert parse_source(None, "k") is None
+    digest = "AB" * 32
+    assert parse_source({"url": "https://h/f", "sha256": digest}, "k").sha256 == digest.lower()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"path": "a", "url": "http://b"}, "exactly one of"),
+    ({"path": "a", "colour": "red"}, "unknown keys ['colour']"),
+    ({"url": "not/a/url"}, "is not an http(s) URL"),
+    ({"url": "https://h/f", "sha256": "abc"}, "64 hexadecimal digits"),
+    ({"path": "a", "copy": "yes"}, "expected true or false"),
+    ("ftp://host/file", "unsupported scheme 'ftp'"),
+    (42, "expected a path, a URL or a mapping"),
+    ("  ", "empty source"),
+])
+def test_parse_source_rejects(spec, message):
+    with pytest.raises(ValueError, match="datasets.x.sources.gt") as info:
+        parse_source(spec, "datasets.x.sources.gt")
+    assert message in str(info.value)
+
+
+def test_cache_dir_follows_the_environment(cache: Path):
+    assert sources.cache_dir() == cache.resolve()
+
+
+# ----------------------------------------------------------------------------- local paths
+
+
+def test_local_path_is_used_in_place_and_checked(tmp_path: Path):
+    path = tmp_path / "gt.json"
+    path.write_bytes(b"{}")
+    assert materialize(parse_source({"path": str(path), "sha256": sha(b"{}")}, "k"), progress=False) == path
+    with pytest.raises(SourceError, match=r"k \(path .*sha256 is .* expected 0{64}.*set k.sha256") as info:
+        materialize(parse_source({"path": str(path), "sha256": "0" * 64}, "k"), progress=False)
+    assert "deleted" not in str(info.value) and path.exists()  # a user's own file is never deleted
+    with pytest.raises(SourceError, match="does not exist"):
+        materialize(parse_source(str(tmp_path / "missing.json"), "k"), progress=False)
+
+
+# ----------------------------------------------------------------------------- HTTP downloads
+
+
+def test_download_verifies_lands_and_is_cached(server: LoopbackServer, cache: Path):
+    url = server.add("/data/gt.json", PAYLOAD)
+    source = parse_source({"url": url, "sha256": sha(PAYLOAD)}, "k")
+    path = materialize(source, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert path == cache.resolve() / "downloads" / sha(PAYLOAD) / "gt.json"
+    assert materialize(source, progress=False) == path
+    assert len(server.requests) == 1  # the second call used the cache
+    assert downloads(cache) == ["gt.json"]
+
+
+@pytest.mark.parametrize("faults, expected", [
+    (["corrupt"], sha(PAYLOAD)),  # the server sends damaged bytes
+    ([], "f" * 64),  # params carry the wrong checksum
+])
+def test_checksum_mismatch_fails_and_leaves_nothing(server: LoopbackServer, cache: Path, faults, expected):
+    url = server.add("/gt.json", PAYLOAD, faults)
+    source = parse_source({"url": url, "sha256": expected}, "datasets.thumos14.sources.gt")
+    with pytest.raises(SourceError) as info:
+        materialize(source, progress=False)
+    message = str(info.value)
+    assert "datasets.thumos14.sources.gt" in message and f"expected {expected}" in message
+    assert "bad copy was deleted" in message and "set datasets.thumos14.sources.gt.sha256" in message
+    assert downloads(cache) == []
+
+
+def test_corrupt_download_is_fetched_again_on_the_next_run(server: LoopbackServer, cache: Path):
+    source = parse_source({"url": server.add("/f.bin", PAYLOAD, ["corrupt"]), "sha256": sha(PAYLOAD)}, "k")
+    with pytest.raises(SourceError):
+        materialize(source, progress=False)
+    assert materialize(source, progress=False).read_bytes() == PAYLOAD
+    assert server.ranges("/f.bin") == [None, None]  # a clean restart, not a resume of bad bytes
+
+
+def test_interrupted_transfer_resumes_with_a_range_request(server: LoopbackServer, cache: Path):
+    source = parse_source({"url": server.add("/f.bin", PAYLOAD, ["drop"]), "sha256": sha(PAYLOAD)}, "k")
+    assert materialize(source, progress=False).read_bytes() == PAYLOAD
+    # The first transfer stopped half way (5,120 of 10,240 bytes); the second asked for the rest.
+    assert server.ranges("/f.bin") == [None, f"bytes={len(PAYLOAD) // 2}-"]
+    assert downloads(cache) == ["f.bin"]
+
+
+def test_repeated_interruptions_fail_then_the_next_run_resumes(server: LoopbackServer, cache: Path):
+    drops = ["drop"] * sources.DOWNLOAD_ATTEMPTS
+    source = parse_source({"url": server.add("/f.bin", PAYLOAD, drops), "sha256": sha(PAYLOAD)}, "k")
+    with pytest.raises(SourceError, match="failed 3 times.*rerun the stage to resume"):
+        materialize(source, progress=False)
+    assert downloads(cache) == ["f.bin.partial"]  # only the resumable part, never a file under the final name
+    assert materialize(source, progress=False).read_bytes() == PAYLOAD
+    assert server.ranges("/f.bin")[-1] is not None
+    assert downloads(cache) == ["f.bin"]
+
+
+def test_server_that_ignores_ranges_restarts_cleanly(server: LoopbackServer, cache: Path):
+    source = parse_source({"url": server.add("/f.bin", PAYLOAD, ["drop", "ignore_range"]),
+                           "sha256": sha(PAYLOAD)}, "k")
+    assert materialize(source, progress=False).read_bytes() == PAYLOAD
+    assert server.ranges("/f.bin") == [None, f"bytes={len(PAYLOAD) // 2}-"]
+
+
+def test_server_errors_are_retried(server: LoopbackServer):
+    source = parse_source({"url": server.add("/f.bin", PAYLOAD, ["error500"]), "sha256": sha(PAYLOAD)}, "k")
+    assert materialize(source, progress=False).read_bytes() == PAYLOAD
+    assert len(server.ranges("/f.bin")) == 2
+
+
+def test_http_error_names_the_source(server: LoopbackServer):
+    with pytest.raises(SourceError, match=r"datasets.x.sources.fps \(url .*/nope.json\): HTTP 404"):
+        materialize(parse_source(server.url("/nope.json"), "datasets.x.sources.fps"), progress=False)
+
+
+def test_downloaded_archive_is_unpacked(server: LoopbackServer, cache: Path):
+    archive = tar_bytes({"features/train/a.npy": b"A", "features/test/b.npy": b"BB"}, gzip=True)
+    path = materialize(parse_source(server.add("/features.tar.gz", archive), "k"), progress=False)
+    assert path.is_dir() and path.parent == cache.resolve() / "unpacked"
+    assert (path / "features" / "test" / "b.npy").read_bytes() == b"BB"
+
+
+# ----------------------------------------------------------------------------- Google Drive
+
+
+def test_gdrive_download_goes_through_gdown(monkeypatch: pytest.MonkeyPatch, cache: Path):
+    import gdown
+
+    calls = []
+
+    def fake_download(**kwargs):  # gdown's documented call: output path, resume, and id= or url=
+        calls.append(kwargs)
+        Path(kwargs["output"]).write_bytes(PAYLOAD)
+        return kwargs["output"]
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    by_id = materialize(parse_source({"gdrive": "FILEID", "sha256": sha(PAYLOAD)}, "k"), progress=False)
+    assert by_id.read_bytes() == PAYLOAD and by_id.name == "gdrive"
+    assert calls[0]["id"] == "FILEID" and calls[0]["resume"] is True and "url" not in calls[0]
+    link = "https://drive.google.com/file/d/FILEID/view?usp=sharing"
+    materialize(parse_source(link, "k"), progress=False)
+    assert calls[1]["url"] == link and "id" not in calls[1]
+    with pytest.raises(SourceError, match="sha256 is"):
+        materialize(parse_source({"gdrive": "OTHER", "sha256": "0" * 64}, "k"), progress=False)
+    assert not any(p.name.startswith("gdrive") for p in (cache / "downloads" / ("0" * 64)).iterdir()
+                   if p.name != ".lock")
+
+
+def test_gdrive_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
+    import gdown
+
+    def failing(**kwargs):
+        raise gdown.exceptions.FileURLRetrievalError("Cannot retrieve the public link of the file.")
+
+    monkeypatch.setattr(gdown, "download", failing)
+    with pytest.raises(SourceError, match=r"k \(gdrive ID\): Google Drive download failed .*public link"):
+        materialize(parse_source({"gdrive": "ID"}, "k"), progress=False)
+
+
+# ----------------------------------------------------------------------------- archives
+
+
+def tar_bytes(files: dict[str, bytes], gzip: bool = False, extra: list[tarfile.TarInfo] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gzip else "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra:
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+def zip_bytes(files: dict[str, bytes], modes: dict[str, int] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            if modes and name in modes:
+                info.external_attr = modes[name] << 16
+            zf.writestr(info, data)
+    return buffer.getvalue()
+
+
+def test_archive_format_is_read_from_content(tmp_path: Path):
+    cases = {"a": tar_bytes({"x": b"1"}), "b": tar_bytes({"x": b"1"}, gzip=True), "c": zip_bytes({"x": b"1"}),
+             "d": b'{"database": {}}'}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    assert [archive_format(tmp_path / n) for n in "abcd"] == ["tar", "tar.gz", "zip", None]
+
+
+@pytest.mark.parametrize("archive, problem", [
+    (tar_bytes({"ok.npy": b"1", "../evil.npy": b"2"}), "would land outside the target"),
+    (tar_bytes({"/etc/evil.npy": b"2"}), "would land outside the target"),
+    (tar_bytes({"ok.npy": b"1"}, extra=[special("link.npy", tarfile.SYMTYPE, "/etc/passwd")]), "is a link"),
+    (tar_bytes({"ok.npy": b"1"}, extra=[special("hard.npy", tarfile.LNKTYPE, "ok.npy")]), "is a link"),
+    (tar_bytes({}, gzip=True, extra=[special("dev", tarfile.CHRTYPE)]), "is a device, pipe or other special"),
+    (tar_bytes({}, extra=[special("pipe", tarfile.FIFOTYPE)]), "is a device, pipe or other special"),
+    (zip_bytes({"ok.npy": b"1", "../evil.npy": b"2"}), "would land outside the target"),
+    (zip_bytes({"link.npy": b"/etc/passwd"}, {"link.npy": stat.S_IFLNK | 0o777}), "is a symbolic link"),
+    (zip_bytes({"dev": b""}, {"dev": stat.S_IFCHR | 0o600}), "is a device, pipe or other special"),
+])
+def test_unsafe_members_are_refused_and_nothing_is_left(tmp_path: Path, cache: Path, archive: bytes, problem: str):
+    path = tmp_path / "features.tar.gz"
+    path.write_bytes(archive)
+    with pytest.raises(SourceError, match=problem) as info:
+        unpacked(path, Source("path", str(path), where="datasets.x.sources.features"))
+    assert "datasets.x.sources.features" in str(info.value) and "refusing to unpack" in str(info.value)
+    assert [p for p in (cache / "unpacked").iterdir() if p.name != ".lock"] == []
+    assert not (tmp_path.parent / "evil.npy").exists() and not (tmp_path / "evil.npy").exists()
+
+
+def test_zip_and_tar_unpack_the_same_tree(tmp_path: Path):
+    files = {"features/train/rgb/v1.npy": b"rgb", "features/train/flow/v1.npy": b"flow"}
+    for name, data in (("t", tar_bytes(files)), ("z", zip_bytes(files))):
+        (tmp_path / f"{name}.bin").write_bytes(data)
+        (tmp_path / name).mkdir()
+        unpack(tmp_path / f"{name}.bin", tmp_path / name)
+        assert {p.relative_to(tmp_path / name).as_posix(): p.read_bytes()
+                for p in (tmp_path / name).rglob("*") if p.is_file()} == files
+
+
+def test_truncated_archive_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "f.tar.gz"
+    path.write_bytes(tar_bytes({"x.npy": PAYLOAD}, gzip=True)[:200])
+    with pytest.raises(SourceError, match="is not a readable archive"):
+        unpack(path, tmp_path)
