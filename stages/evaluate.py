@@ -4,6 +4,7 @@ Writes the `tspnet.*` and `gain.*` metrics, mAP vs tIoU and per-class AP
 (CSV for `dvc plots`, PNG for reading offline).
 """
 
+from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_evaluate
 
@@ -11,4 +12,5 @@ if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "detections": "data/detections",
                                              "base": "data/base_detections", "metrics": "metrics/tspnet.json",
                                              "plots": "plots"})
-    run_evaluate(args.dataset, args.detections, args.base, args.metrics, args.plots)
+    with reported_errors():
+        run_evaluate(args.dataset, args.detections, args.base, args.metrics, args.plots)

@@ -4,10 +4,12 @@ Needs no features and no training, so locators can be compared from their
 proposal files alone. Writes the `base.*` metrics.
 """
 
+from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_evaluate_base
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "proposals": "data/proposals",
                                              "out": "data/base_detections", "metrics": "metrics/base.json"})
-    run_evaluate_base(params["infer"], args.dataset, args.proposals, args.out, args.metrics)
+    with reported_errors():
+        run_evaluate_base(params["infer"], args.dataset, args.proposals, args.out, args.metrics)

@@ -4,6 +4,7 @@ Reads params groups `base` and `infer` (and the RoI settings of `train`);
 writes ActivityNet results JSON in seconds.
 """
 
+from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_infer
 
@@ -11,5 +12,6 @@ if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {
         "dataset": "data/dataset", "proposals": "data/proposals", "model": "data/model",
         "out": "data/detections", "metrics": "metrics/infer.json"})
-    run_infer(params["base"], params["infer"], params["train"], args.dataset, args.proposals, args.model,
-              args.out, args.metrics)
+    with reported_errors():
+        run_infer(params["base"], params["infer"], params["train"], args.dataset, args.proposals, args.model,
+                  args.out, args.metrics)

@@ -4,10 +4,12 @@ Reads params group `labels`; writes the labels and the action / background /
 multi-point proposal counts as metrics.
 """
 
+from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_labels
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "proposals": "data/proposals",
                                              "out": "data/labels", "metrics": "metrics/labels.json"})
-    run_labels(params["labels"], args.dataset, args.proposals, args.out, args.metrics)
+    with reported_errors():
+        run_labels(params["labels"], args.dataset, args.proposals, args.out, args.metrics)

@@ -4,11 +4,13 @@ Reads params group `proposals` and, for an external locator, its `locators` regi
 (sources fetched like a dataset's); writes one .npz per split and the import counts as metrics.
 """
 
+from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_proposals
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "locator": "data/locator",
                                              "out": "data/proposals", "metrics": "metrics/proposals.json"})
-    run_proposals(params["proposals"], args.dataset, args.locator, args.out, args.metrics,
-                  locators=params.get("locators", {}))
+    with reported_errors():
+        run_proposals(params["proposals"], args.dataset, args.locator, args.out, args.metrics,
+                      locators=params.get("locators", {}))

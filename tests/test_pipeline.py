@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.dvc_repo import TINY, commit, copy_repo, dvc, set_params
+from tests.dvc_repo import REPO, TINY, VENV_BIN, commit, copy_repo, dvc, run, set_params
 
 pytestmark = pytest.mark.pipeline
 
@@ -71,3 +72,91 @@ def test_an_inference_param_reruns_only_inference_and_evaluation(repo: Path):
     assert ran(result.stdout) == ["infer", "evaluate_base", "evaluate"]
     dvc(["exp", "apply", "HEAD"], repo, check=False)
     dvc(["checkout", "--force"], repo)
+
+
+# ----------------------------------------------------------------------------- the README walkthrough
+
+
+def test_make_repro_runs_dvc_in_the_venv(repo: Path):
+    link = repo / ".venv"
+    if not link.exists():
+        link.symlink_to(REPO / ".venv")
+    # `-o` keeps make from reinstalling into the borrowed venv (an editable install from the copy
+    # would point the checkout's venv at this temporary directory).
+    result = run(["make", "-o", ".venv/.installed", "repro"], repo)
+    assert "dvc repro" in result.stdout and "up to date" in result.stdout + result.stderr
+
+
+def test_change_a_hyperparameter_and_compare(repo: Path):
+    result = dvc(["exp", "run", "-S", "train.lr=0.0001", "-n", "lr-1e-4"], repo)
+    assert ran(result.stdout) == ["train", "infer", "evaluate"]
+    table = dvc(["exp", "show", "--md", "--only-changed"], repo).stdout
+    assert "lr-1e-4" in table and "tspnet.avg_0.1_0.7" in table
+    diff = dvc(["metrics", "diff", "HEAD", "lr-1e-4"], repo).stdout
+    assert "tspnet.avg_0.1_0.7" in diff
+    dvc(["exp", "apply", "lr-1e-4"], repo)
+    assert "lr: 0.0001" in (repo / "params.yaml").read_text()
+    run(["git", "checkout", "--", "."], repo)
+    dvc(["checkout", "--force"], repo)
+
+
+def test_seed_sweep_and_its_summary(repo: Path):
+    dvc(["exp", "run", "--queue", "-S", "base.seed=1,2", "-S", "base.threads=1"], repo)
+    dvc(["queue", "start", "-j", "2"], repo)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = dvc(["queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") >= 2, status
+    summary = run([str(VENV_BIN / "python"), "-m", "tspnet", "summarize", "--json", "summary.json"], repo)
+    assert "tspnet.avg_0.1_0.7" in summary.stdout
+    table = json.loads((repo / "summary.json").read_text())
+    assert table["metrics"]["tspnet.avg_0.1_0.7"]["n"] >= 2
+    (repo / "summary.json").unlink()
+
+
+def test_plots_render_offline(repo: Path):
+    dvc(["plots", "show"], repo)
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    for title in ("mAP vs tIoU", "Training losses", "Confidence vs quality", "Center labels"):
+        assert title in page, title
+    dvc(["plots", "diff", "HEAD", "lr-1e-4"], repo)
+    for png in ("map_vs_tiou.png", "per_class_ap.png", "alignment.png", "train_losses.png", "center_labels.png"):
+        assert (repo / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_share_through_a_remote(repo: Path, tmp_path: Path):
+    remote = tmp_path / "storage"
+    dvc(["remote", "add", "-d", "storage", str(remote)], repo)
+    commit(repo, "add a DVC remote")
+    run(["git", "tag", "-a", "tspnet-model@v1.0.0", "-m", "Registering artifact tspnet-model version v1.0.0"], repo)
+    dvc(["push"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    dvc(["pull"], clone)
+    status = dvc(["status"], clone).stdout
+    assert "up to date" in status, status
+    assert ran(dvc(["repro"], clone).stdout) == []  # nothing recomputed
+    assert (clone / "data" / "model" / "model.pt").is_file()
+    dvc(["artifacts", "get", str(clone), "tspnet-model", "-o", str(tmp_path / "model.pt")], tmp_path)
+    assert (tmp_path / "model.pt").read_bytes() == (clone / "data" / "model" / "model.pt").read_bytes()
+
+
+def test_switch_locator_on_real_annotations_without_features(repo: Path, shared_data: Path):
+    # The README's locator comparison, with the registry's THUMOS14 and P-MIL sources pointed at the
+    # reference copies instead of their URLs (no network here).
+    thumos = shared_data / "thumos14"
+    files = {"gt": "gt.json", "points": "point_labels.csv", "fps": "fps.json", "ambiguous": "Ambiguous_test.txt",
+             "durations": "annotations_npy/duration.npy", "duration_videos": "annotations_npy/videoname.npy"}
+    overrides = {f"datasets.thumos14.sources.{group}": str(thumos / name) for group, name in files.items()}
+    overrides.update({f"locators.pmil.sources.{split}": str(shared_data / "proposals" / "pmil_base" / f"{split}.json")
+                      for split in ("train", "test")})
+    set_params(repo, overrides)
+    commit(repo, "THUMOS14 and P-MIL from the reference copies")
+    result = dvc(["exp", "run", "evaluate_base", "-S", "dataset=thumos14", "-S", "proposals.locator=pmil",
+                  "-n", "pmil"], repo)
+    assert ran(result.stdout) == ["fetch", "locate", "proposals", "evaluate_base"]
+    table = dvc(["exp", "show", "--md", "--only-changed", "--keep", "base.avg.*"], repo).stdout
+    assert "pmil" in table and "base.avg_0.1_0.7" in table

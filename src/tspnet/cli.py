@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tspnet", description="TSPNet pipeline commands.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_evaluate_parser(subparsers)
+    add_summarize_parser(subparsers)
     return parser
 
 
@@ -118,3 +119,52 @@ def _drop_ambiguous(predictions, path: str, feature_fps: float, snippet_frames: 
     )
     print(f"dropped {int(drop.sum())} of {len(predictions)} predictions overlapping an ambiguous segment ({path})")
     return predictions.loc[~drop].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- summarize
+
+
+def add_summarize_parser(subparsers: argparse._SubParsersAction) -> None:
+    from tspnet.summary import DEFAULT_METRICS
+
+    parser = subparsers.add_parser(
+        "summarize",
+        help="mean ± std of metrics over DVC experiments (e.g. a seed sweep)",
+        description="Mean, sample standard deviation, min and max of each metric over the chosen DVC "
+        "experiments of this repository (default: every experiment of the current baseline). Run it "
+        "from the repository root after `dvc exp run --queue ...` and `dvc queue start`.",
+    )
+    parser.add_argument("experiments", nargs="*", help="experiment names or revisions (default: all)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="PATTERN",
+                        help="metric names or glob patterns (default: %(default)s)")
+    parser.add_argument("--json", dest="json_path", help="also write the table here as JSON")
+    parser.set_defaults(run=run_summarize)
+
+
+def run_summarize(args: argparse.Namespace) -> int:
+    import os
+
+    import dvc.api
+
+    from tspnet.files import write_json
+    from tspnet.summary import format_summary, select_runs, summarize
+
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    rows = dvc.api.exp_show()  # the workspace, HEAD and HEAD's experiments
+    try:
+        runs = select_runs(rows, args.experiments)
+    except KeyError as exc:
+        print(f"tspnet summarize: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("tspnet summarize: error: no experiments found (run `dvc exp run` first)", file=sys.stderr)
+        return 2
+    table = summarize(runs, args.metrics)
+    print(format_summary(table, runs))
+    if args.json_path:
+        write_json(args.json_path, {"runs": [str(r.get("Experiment") or r.get("rev")) for r in runs],
+                                    "metrics": {row.metric: {"n": int(row.n), "mean": row.mean,
+                                                             "std": None if row.n < 2 else row.std,
+                                                             "min": row.min, "max": row.max}
+                                                for row in table.itertuples(index=False)}})
+    return 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
@@ -21,3 +22,15 @@ def progress(iterable: Iterable[T], desc: str, unit: str = "it", enabled: bool =
     interactive = sys.stderr.isatty()
     return tqdm(iterable, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=interactive,
                 mininterval=0.1 if interactive else 5.0, **kwargs)
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn a bad-input error (tspnet.files.DataError) into one clear line and exit status 2."""
+    from tspnet.files import DataError
+
+    try:
+        yield
+    except DataError as exc:
+        logging.getLogger("tspnet").error("%s", exc)
+        sys.exit(2)

@@ -440,3 +440,20 @@ def format_table(evaluation: Evaluation, title: str) -> str:
         f"{evaluation.num_predictions} predictions evaluated" + (f" (ignored: {ignored})" if ignored else ""),
     ]
     return "\n".join(lines)
+
+
+def best_tiou(video: np.ndarray, label: np.ndarray, segments: np.ndarray, instances: pd.DataFrame) -> np.ndarray:
+    """[N] highest tIoU of each segment with a ground-truth instance of its video and label (0 if none).
+
+    `video` and `label` are string arrays; `segments` [N, 2] and `instances` in the same unit (seconds).
+    """
+    out = np.zeros(len(video), dtype=np.float64)
+    keys = pd.Series(list(zip(video, label)))
+    gt_keys = pd.Series(list(zip(instances["video"], instances["label"])))
+    gt_groups = gt_keys.groupby(gt_keys).indices
+    gt_segments = instances[["start", "end"]].to_numpy(dtype=np.float64)
+    for key, rows in keys.groupby(keys).indices.items():
+        cols = gt_groups.get(key)
+        if cols is not None:
+            out[rows] = _tiou_matrix(segments[rows], gt_segments[cols]).max(axis=1)
+    return out

@@ -21,7 +21,7 @@ from tspnet.fetch import fetch_dataset
 from tspnet.files import DataError, atomic_dir, atomic_path, load_npz, read_json, save_npz, write_json
 from tspnet.labels import ProposalLabels, assign_labels
 from tspnet.model import TSPNet
-from tspnet.params import dataset_entry, setup_torch
+from tspnet.params import dataset_entry, setup_torch, uses_bf16
 from tspnet.proposals import Proposals, import_proposals
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,10 @@ def run_labels(labels_params: dict, dataset_dir: Path, proposals_dir: Path, out:
 
 # ---------------------------------------------------------------------------------- train
 def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: Path, proposals_dir: Path,
-              labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path) -> None:
+              labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path) -> None:
     from dvclive import Live
 
+    from tspnet import plots
     from tspnet.train import TrainConfig, pooled_features, train_tspnet
 
     device = setup_torch(base)
@@ -149,7 +150,7 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
                 live.log_metric(f"train/{key}", value)
 
         result = train_tspnet(pooled, proposals, points, labels, dataset.info.num_classes, config,
-                              int(base["seed"]), log_step)
+                              int(base["seed"]), log_step, bf16=uses_bf16(base, device))
 
     with atomic_dir(out) as tmp:
         save_model(tmp / "model.pt", result.model)
@@ -159,6 +160,8 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
             moved.to_csv(path, index=False, float_format="%.6f")
         save_npz(tmp / "center_labels.npz", initial=labels.center_label, final=result.labels.center_label,
                  initial_points=labels.num_points, final_points=result.labels.num_points)
+    plots.write_loss_plot(result.history, plots_dir / "train_losses.png")
+    plots.write_center_label_plot(labels.center_label, result.labels.center_label, plots_dir)
     final = result.history[-1]
     metrics = {f"train.{k}": v for k, v in final.items() if k != "step"}
     if result.updates:
@@ -222,7 +225,7 @@ def run_infer(base: dict, infer_params: dict, train_params: dict, dataset_dir: P
     model = load_model(model_dir / "model.pt").to(device)
     pooled = pooled_features(dataset, "test", proposals, int(train_params["roi_bins"]),
                              float(train_params["widen_ratio"]), device)
-    heads = predict(model, pooled, int(infer_params["batch_proposals"]))
+    heads = predict(model, pooled, int(infer_params["batch_proposals"]), uses_bf16(base, device))
     probs = torch.softmax(heads.cls, dim=1).double().cpu().numpy()
     attention = torch.sigmoid(heads.attention).double().cpu().numpy()
     center = torch.sigmoid(heads.center).double().cpu().numpy()
@@ -282,7 +285,21 @@ def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metric
     base_eval = evaluate_split(dataset, evaluate.load_results(base_dir / "base.json"))
     print(evaluate.format_table(tspnet_eval, "TSPNet (test)"))
     tspnet_summary, base_summary = tspnet_eval.summary(), base_eval.summary()
-    metrics = {**prefixed("tspnet", tspnet_summary),
-               **prefixed("gain", {k: tspnet_summary[k] - base_summary[k] for k in tspnet_summary})}
-    write_json(metrics_path, metrics)
     plots.write_map_plots(plots_dir, base_eval, tspnet_eval)
+    alignment = plots.write_alignment_plot(*proposal_quality(dataset, detections_dir / "proposal_scores.npz"),
+                                           plots_dir)
+    metrics = {**prefixed("tspnet", tspnet_summary),
+               **prefixed("gain", {k: tspnet_summary[k] - base_summary[k] for k in tspnet_summary}),
+               **prefixed("alignment", alignment)}
+    write_json(metrics_path, metrics)
+
+
+def proposal_quality(dataset: Dataset, scores_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(best tIoU with ground truth of its class, base score, aligned score) of every test proposal."""
+    scores = load_npz(scores_path, {"video_index": "i", "start": "f", "end": "f", "label": "i",
+                                    "base_score": "f", "aligned_score": "f"})
+    videos = np.asarray(dataset.info.videos["test"], dtype=object)[scores["video_index"]]
+    labels = np.asarray(dataset.info.classes, dtype=object)[scores["label"]]
+    segments = np.stack([scores["start"], scores["end"]], axis=1) / dataset.info.snippets_per_second
+    best = evaluate.best_tiou(videos, labels, segments, dataset.ground_truth("test"))
+    return best, scores["base_score"], scores["aligned_score"]

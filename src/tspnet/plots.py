@@ -56,3 +56,67 @@ def write_map_plots(plots_dir: Path, base: Evaluation, tspnet: Evaluation) -> No
     axis.legend()
     figure.tight_layout()
     save_figure(figure, plots_dir / "per_class_ap.png")
+
+
+def write_loss_plot(history: list[dict], path: Path) -> None:
+    """Training losses per logged step (the same numbers dvclive writes as plot data)."""
+    table = pd.DataFrame(history)
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for column, style in (("loss", "-"), ("classification_loss", "--"), ("center_loss", ":")):
+        axis.plot(table["step"], table[column], style, label=column.replace("_", " "))
+    axis.set(xlabel="iteration", ylabel="loss (mean over the batch's videos)", title="Training losses",
+             yscale="log")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def write_center_label_plot(initial: np.ndarray, final: np.ndarray, plots_dir: Path) -> None:
+    """Histogram of the training proposals' center labels before and after saliency point updating."""
+    edges = np.linspace(0.0, 1.0, 21)
+    before, _ = np.histogram(initial, bins=edges)
+    after, _ = np.histogram(final, bins=edges)
+    table = pd.DataFrame({"center_label": (edges[:-1] + edges[1:]) / 2, "initial": before, "final": after})
+    write_csv(plots_dir / "center_labels.csv", table)
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    width = edges[1] - edges[0]
+    axis.bar(table["center_label"] - width / 4, before, width / 2, color=BASE_COLOR, label="initial points")
+    axis.bar(table["center_label"] + width / 4, after, width / 2, color=TSPNET_COLOR, label="after updating")
+    axis.set(xlabel="center label w", ylabel="training proposals", yscale="log",
+             title="Center labels before and after saliency point updating")
+    axis.legend()
+    figure.tight_layout()
+    save_figure(figure, plots_dir / "center_labels.png")
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); 0 when either side is constant."""
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def write_alignment_plot(best_iou: np.ndarray, base_score: np.ndarray, aligned_score: np.ndarray,
+                         plots_dir: Path) -> dict[str, float]:
+    """Confidence against quality for every test proposal, before (base) and after (TSPNet) realignment.
+
+    Returns the Spearman correlation of each confidence with the proposal's best tIoU.
+    """
+    table = pd.DataFrame({"best_tiou": best_iou, "base_score": base_score, "aligned_score": aligned_score})
+    write_csv(plots_dir / "alignment.csv", table)
+    correlations = {"spearman_base": spearman(best_iou, base_score),
+                    "spearman_tspnet": spearman(best_iou, aligned_score)}
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharex=True)
+    for axis, column, name, color, key in (
+            (axes[0], "base_score", "base locator score", BASE_COLOR, "spearman_base"),
+            (axes[1], "aligned_score", "TSPNet aligned confidence", TSPNET_COLOR, "spearman_tspnet")):
+        axis.scatter(table["best_tiou"], table[column], s=3, alpha=0.3, color=color, linewidths=0)
+        axis.set(xlabel="best tIoU with ground truth of its class", ylabel=name,
+                 title=f"Spearman {correlations[key]:.3f}")
+        axis.grid(alpha=0.3)
+    figure.suptitle("Confidence-quality alignment of the test proposals")
+    figure.tight_layout()
+    save_figure(figure, plots_dir / "alignment.png")
+    return correlations
