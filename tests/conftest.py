@@ -20,3 +20,13 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data is absent (reference data only exists beside the dev checkout)")
     return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh download cache for one test, and no waiting between retries."""
+    from tspnet import sources
+
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "RETRY_BACKOFF_S", 0.0)
+    return tmp_path / "cache"

@@ -1,7 +1,6 @@
 """The built-in base locator: segment grouping, outer-inner scoring, no post-processing."""
 
 import numpy as np
-import pytest
 
 from tspnet.locator import outer_inner_contrast, segments_above
 

@@ -22,11 +22,8 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "RETRY_BACKOFF_S", 0.0)
-    return tmp_path / "cache"
+# Every test downloads into its own cache (the `cache` fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("cache")
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from tspnet import units
-from tspnet.files import DataError, describe, load_npy, read_json, write_json
+from tspnet.files import DataError, describe, load_npy, positive_numbers, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -224,19 +224,7 @@ class Dataset:
 
     # --- annotations -------------------------------------------------------------------
     def video_fps(self) -> dict[str, float]:
-        table = read_json(self.fps_path)
-        if not isinstance(table, dict):
-            raise DataError(f"{self.fps_path}: expected an object mapping video id to fps")
-        out = {}
-        for video, fps in table.items():
-            try:
-                value = float(fps)
-            except (TypeError, ValueError):
-                raise DataError(describe(self.fps_path, video) + f": fps {fps!r} is not a number") from None
-            if not np.isfinite(value) or value <= 0:
-                raise DataError(describe(self.fps_path, video) + f": fps {fps!r} must be positive")
-            out[str(video)] = value
-        return out
+        return positive_numbers(self.fps_path, read_json(self.fps_path), None, "fps")
 
     def points(self) -> pd.DataFrame:
         """Training points in file order: point_id (row index), video, class_index, frame, time (snippets)."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ import numpy as np
 from tspnet import console, synthetic, units
 from tspnet.datasets import (FEATURE_LAYOUTS, POINT_COLUMNS, SPLITS, DatasetInfo, feature_relpaths,
                              read_points_table, scan_feature_file, validate_points, write_manifest)
-from tspnet.files import DataError, atomic_dir, describe, load_npy, read_json, write_json, write_text
+from tspnet.files import (DataError, atomic_dir, describe, load_npy, positive_numbers, read_json, write_json,
+                          write_text)
 from tspnet.sources import Source, materialize, parse_source
 
 log = logging.getLogger(__name__)
@@ -267,21 +267,11 @@ def read_durations(paths: dict[str, Path], config: FilesEntry, videos: list[str]
         with open(path, "rb") as f:
             is_npy = f.read(len(NPY_MAGIC)) == NPY_MAGIC
         table = w_talc_durations(path, paths, config) if is_npy else read_json(path)
-        if not isinstance(table, dict):
-            raise DataError(f"{path}: expected a JSON object mapping video to seconds")
-    missing = [v for v in videos if v not in table]
+    durations = positive_numbers(path, table, videos, "duration")
+    missing = [v for v in videos if v not in durations]
     if missing:
         raise DataError(describe(path, missing[0], "duration") + f": missing ({len(missing)} video(s) of the "
                         "dataset have no duration)")
-    durations = {}
-    for video in videos:
-        try:
-            seconds = float(table[video])
-        except (TypeError, ValueError):
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise DataError(describe(path, video, "duration") + f": {table[video]!r} is not a positive number")
-        durations[video] = seconds
     return durations
 
 
@@ -323,21 +313,7 @@ def w_talc_durations(path: Path, paths: dict[str, Path], config: FilesEntry) -> 
 
 def read_fps(path: Path, videos: list[str]) -> dict[str, float]:
     """The frame rate of each dataset video that the table lists (points need one for each training video)."""
-    table = read_json(path)
-    if not isinstance(table, dict):
-        raise DataError(f"{path}: expected a JSON object mapping video id to fps")
-    out = {}
-    for video in videos:
-        if video not in table:
-            continue
-        try:
-            fps = float(table[video])
-        except (TypeError, ValueError):
-            fps = math.nan
-        if not (math.isfinite(fps) and fps > 0):
-            raise DataError(describe(path, video, "fps") + f": {table[video]!r} is not a positive number")
-        out[video] = fps
-    return out
+    return positive_numbers(path, read_json(path), videos, "fps")
 
 
 def filtered_points(path: Path, config: FilesEntry, info: DatasetInfo, video_fps: dict[str, float]) -> str:

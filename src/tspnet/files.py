@@ -70,6 +70,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def positive_numbers(path: str | os.PathLike, table: Any, videos: list[str] | None, field: str) -> dict[str, float]:
+    """{video: value} from a JSON object of positive numbers (fps, seconds), validated.
+
+    `videos=None` takes every entry; otherwise only those videos, skipping the ones the table lacks.
+    """
+    if not isinstance(table, dict):
+        raise DataError(f"{path}: expected a JSON object mapping video id to {field}")
+    out = {}
+    for video in table if videos is None else [v for v in videos if v in table]:
+        try:
+            value = float(table[video])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise DataError(describe(path, str(video), field) + f": {table[video]!r} is not a positive number")
+        out[str(video)] = value
+    return out
+
+
 def _finite_or_raise(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         raise ValueError(f"refusing to write a non-finite number ({obj}) to JSON")

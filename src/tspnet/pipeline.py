@@ -18,7 +18,7 @@ import torch
 from tspnet import evaluate, postprocess, sources
 from tspnet.datasets import Dataset
 from tspnet.fetch import fetch_dataset
-from tspnet.files import DataError, atomic_dir, atomic_path, load_npz, read_json, save_npz, write_json
+from tspnet.files import DataError, atomic_dir, atomic_path, load_npz, save_npz, write_json
 from tspnet.labels import ProposalLabels, assign_labels
 from tspnet.model import TSPNet
 from tspnet.params import dataset_entry, setup_torch, uses_bf16
