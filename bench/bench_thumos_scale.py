@@ -78,39 +78,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------ stand-in proposals
+SNIPPET_S = 16 / 25
+
+
+def noisy_copies(instances: pd.DataFrame, count: int, classes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """`count` copies of random instances: scaled 0.5x to 2x, centres moved by N(0, length / 3),
+    80% keeping the instance's class, scores in [0.3, 1)."""
+    chosen = instances.iloc[rng.integers(len(instances), size=count)]
+    start, end = chosen["start"].to_numpy(), chosen["end"].to_numpy()
+    length = end - start
+    scaled = length * rng.choice([0.5, 0.75, 1.0, 1.5, 2.0], size=count) * np.exp(0.15 * rng.standard_normal(count))
+    middle = (start + end) / 2 + rng.normal(0, length / 3)
+    labels = np.where(rng.random(count) < 0.8, chosen["label"].to_numpy(), rng.choice(classes, size=count))
+    return pd.DataFrame({"label": labels, "start": middle - scaled / 2, "end": middle + scaled / 2,
+                         "score": rng.uniform(0.3, 1.0, count)})
+
+
+def background_segments(duration: float, count: int, labels: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """`count` segments anywhere, lengths as P-MIL's (lognormal, median 5 snippets), scores in [0, 0.6)."""
+    length = np.clip(5 * SNIPPET_S * np.exp(1.1 * rng.standard_normal(count)), SNIPPET_S, duration)
+    start = rng.uniform(0, duration, count)
+    return pd.DataFrame({"label": rng.choice(labels, size=count), "start": start, "end": start + length,
+                         "score": rng.uniform(0.0, 0.6, count)})
+
+
 def stand_in_proposals(ground_truth: pd.DataFrame, videos: list[str], durations: dict[str, float],
                        classes: tuple[str, ...], per_video: float, rng: np.random.Generator) -> pd.DataFrame:
     """Base-locator-like proposals (video, label, start, end, score in seconds) for `videos`."""
-    by_video = {video: table for video, table in ground_truth.groupby("video")}
-    snippet = 16 / 25
+    by_video = dict(tuple(ground_truth.groupby("video")))
+    all_classes = np.asarray(classes, dtype=object)
     parts = []
     for video in videos:
-        duration = durations[video]
-        count = max(4, int(round(per_video * np.exp(0.8 * rng.standard_normal() - 0.32))))
+        count = max(4, round(per_video * np.exp(0.8 * rng.standard_normal() - 0.32)))  # lognormal, mean per_video
         instances = by_video.get(video)
         near = 0 if instances is None else (2 * count) // 3
-        # Noisy copies of instances at scales 0.5x to 2x, centres moved by up to a third of the length.
-        chosen = instances.iloc[rng.integers(len(instances), size=near)] if near else None
         if near:
-            middle = (chosen["start"].to_numpy() + chosen["end"].to_numpy()) / 2
-            length = (chosen["end"] - chosen["start"]).to_numpy()
-            scaled = length * rng.choice([0.5, 0.75, 1.0, 1.5, 2.0], size=near) * np.exp(0.15 * rng.standard_normal(near))
-            middle = middle + rng.normal(0, length / 3)
-            own = rng.random(near) < 0.8
-            labels = np.where(own, chosen["label"].to_numpy(), np.asarray(classes, dtype=object)[rng.integers(len(classes), size=near)])
-            parts.append(pd.DataFrame({"video": video, "label": labels, "start": middle - scaled / 2,
-                                       "end": middle + scaled / 2, "score": rng.uniform(0.3, 1.0, near)}))
-        background = count - near
-        length = np.clip(5 * snippet * np.exp(1.1 * rng.standard_normal(background)), snippet, duration)
-        start = rng.uniform(0, max(duration - length.min(), snippet), background)
-        video_classes = (instances["label"].unique() if instances is not None else np.asarray(classes, dtype=object))
-        parts.append(pd.DataFrame({"video": video, "label": rng.choice(video_classes, size=background),
-                                   "start": start, "end": start + length, "score": rng.uniform(0.0, 0.6, background)}))
+            parts.append(noisy_copies(instances, near, all_classes, rng).assign(video=video))
+        labels = all_classes if instances is None else instances["label"].unique()
+        parts.append(background_segments(durations[video], count - near, labels, rng).assign(video=video))
     table = pd.concat(parts, ignore_index=True)
     # Inside the video and on the 0.01 s grid, as locators write them; at least one snippet long.
     duration = table["video"].map(durations).to_numpy()
-    start = np.clip(table["start"].to_numpy(), 0, duration - snippet)
-    end = np.clip(np.maximum(table["end"].to_numpy(), start + snippet), 0, duration)
+    start = np.clip(table["start"].to_numpy(), 0, duration - SNIPPET_S)
+    end = np.clip(np.maximum(table["end"].to_numpy(), start + SNIPPET_S), 0, duration)
     return table.assign(start=np.round(start, 2), end=np.round(end, 2))
 
 
@@ -139,8 +149,9 @@ def child_train(workdir: Path, params_path: Path) -> dict:
     from tspnet.params import setup_torch
     from tspnet.pipeline import load_labels
     from tspnet.proposals import Proposals
-    from tspnet.train import TrainConfig, pooled_features, train_tspnet
+    from tspnet.train import TrainConfig, bound_heap_memory, pooled_features, train_tspnet
 
+    bound_heap_memory()  # as the train stage does (tspnet.pipeline.run_train)
     params = load_params(params_path)
     reads = {"count": 0}
     read_features = Dataset.read_features
@@ -224,6 +235,21 @@ def work_directory(requested: Path | None) -> Path:
     return requested
 
 
+def run_stages(params: dict, workdir: Path, per_video: float, seed: int) -> tuple[dict, Dataset]:
+    """fetch, the stand-in locator, proposals and labels, as the DVC stages run them; their seconds."""
+    stages = {"fetch_s": timed(lambda: run_fetch(params, workdir / "dataset"))}
+    dataset = Dataset(workdir / "dataset")
+    started = time.perf_counter()
+    stages["stand_in_proposals"] = write_stand_in_proposals(dataset, workdir / "locator", per_video, seed)
+    stages["stand_in_s"] = time.perf_counter() - started
+    stages["proposals_s"] = timed(lambda: run_proposals(
+        params["proposals"] | {"locator": "builtin"}, workdir / "dataset", workdir / "locator",
+        workdir / "proposals", workdir / "metrics" / "proposals.json"))
+    stages["labels_s"] = timed(lambda: run_labels(params["labels"], workdir / "dataset", workdir / "proposals",
+                                                  workdir / "labels", workdir / "metrics" / "labels.json"))
+    return stages, dataset
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child_train is not None:
@@ -235,16 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work directory: {workdir}")
     started = time.perf_counter()
     try:
-        stages = {"fetch_s": timed(lambda: run_fetch(params, workdir / "dataset"))}
-        dataset = Dataset(workdir / "dataset")
-        stand_in_s = time.perf_counter()
-        stand_in = write_stand_in_proposals(dataset, workdir / "locator", args.per_video, args.seed)
-        stand_in_s = time.perf_counter() - stand_in_s
-        stages["proposals_s"] = timed(lambda: run_proposals(params["proposals"] | {"locator": "builtin"},
-                                                            workdir / "dataset", workdir / "locator",
-                                                            workdir / "proposals", workdir / "metrics" / "proposals.json"))
-        stages["labels_s"] = timed(lambda: run_labels(params["labels"], workdir / "dataset", workdir / "proposals",
-                                                      workdir / "labels", workdir / "metrics" / "labels.json"))
+        stages, dataset = run_stages(params, workdir, args.per_video, args.seed)
         child, child_rss = run_child(workdir, args.params)
     finally:
         if not args.keep:
@@ -253,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = dataset.info
     features = feature_bytes(dataset)
-    stages_total = sum(stages.values())
+    stages_total = stages["fetch_s"] + stages["proposals_s"] + stages["labels_s"]
     rss_ratio = child["peak_rss_bytes"] / features
     results = {
         "benchmark": "thumos_scale", "machine": common.machine(torch.device("cpu")),
@@ -261,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         "snippets": sum(info.num_snippets.values()), "feature_dim": info.feature_dim, "feature_bytes": features,
         "train_feature_bytes": feature_bytes(dataset, ("train",)),
         "proposals_source": "stand-in base locator (noisy ground-truth copies + background), not the built-in locator",
-        "stand_in_proposals": stand_in, "stand_in_s": stand_in_s,
         **stages, "stages_total_s": stages_total, "train_child": child, "child_peak_rss_bytes_parent_view": child_rss,
         "peak_rss_over_features": rss_ratio, "wall_s": wall_s,
     }
@@ -269,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{DATASET}: {sum(len(v) for v in info.videos.values())} videos, {results['snippets']} snippets, "
           f"{info.feature_dim}-d, {features / gb:.2f} GB of float32 features "
           f"({results['train_feature_bytes'] / gb:.2f} GB train)")
-    print(f"proposals: {stand_in} from a stand-in base locator (not the built-in locator: too slow to train at this "
-          f"size on 2 CPU cores), written in {stand_in_s:.1f} s")
+    print(f"proposals: {stages['stand_in_proposals']} from a stand-in base locator (not the built-in locator: too "
+          f"slow to train at this size on 2 CPU cores), written in {stages['stand_in_s']:.1f} s")
     print(f"{'stage':<44}{'seconds':>10}")
     for name in ("fetch", "proposals", "labels"):
         print(f"{name:<44}{stages[name + '_s']:>10.2f}")

@@ -41,8 +41,8 @@ from tspnet.roi import roi_align  # noqa: E402
 
 OUT_DIR = REPO / "bench" / "out"
 SNIPPETS_PER_SECOND = 25 / 16
-# Tolerances for "identical": relative to the reference's largest magnitude. TF32 and
-# bfloat16 round every product, so on CUDA they are compared at their own precision.
+# Tolerances for "identical": relative to the reference's largest magnitude. TF32 and bfloat16
+# keep 10 and 7 bits of mantissa in the products, so on CUDA they are compared at that precision.
 TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 
 
@@ -80,7 +80,9 @@ def cpu_model() -> str:
 def machine(device: torch.device) -> dict[str, Any]:
     info = {"cpu": cpu_model(), "cpu_count": len(os.sched_getaffinity(0)),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "device": str(device)}
+            "python": platform.python_version(), "device": str(device),
+            # Other work on the machine slows every figure: the 1-minute load when this run began.
+            "load_average_1min": os.getloadavg()[0]}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -177,7 +179,6 @@ def matmul_floor(gemms: list[tuple[int, int, int]], device: torch.device, precis
             torch.mm(a, b, out=out)
 
     timing, _ = measure(run, device, repeats, warmup)
-    del operands
     return timing
 
 

@@ -133,8 +133,9 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
     from dvclive import Live
 
     from tspnet import plots
-    from tspnet.train import TrainConfig, pooled_features, train_tspnet
+    from tspnet.train import TrainConfig, bound_heap_memory, pooled_features, train_tspnet
 
+    bound_heap_memory()
     device = setup_torch(base)
     config = TrainConfig.from_params(train_params, labels_params)
     dataset = Dataset(dataset_dir)

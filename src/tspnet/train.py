@@ -17,6 +17,7 @@ rows of its batch and runs one forward over all of them.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -28,7 +29,7 @@ from tspnet.console import progress
 
 from tspnet.datasets import Dataset
 from tspnet.labels import ProposalLabels, assign_labels, update_point_times
-from tspnet.losses import LossTerms, tspnet_loss
+from tspnet.losses import LossTerms, checked_counts, tspnet_loss
 from tspnet.model import ProposalHeads, TSPNet, proposal_features
 from tspnet.proposals import Proposals
 
@@ -95,7 +96,38 @@ def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: in
             local = torch.from_numpy(proposals.video_index[part] - first)
             out[part] = proposal_features(store.features, segments[part].to(device), store.offsets[local],
                                           store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
+        del store
+    release_freed_memory()
     return out
+
+
+# Allocations of at least this size are mapped and unmapped directly instead of coming from
+# glibc's heap. glibc otherwise raises its threshold as large blocks are freed, and the heap then
+# keeps a step's activations after the step: at THUMOS14 scale, 0.15 GB more peak memory (about
+# 1.57x the feature size instead of 1.34x) for a training epoch about 6% faster.
+HEAP_MMAP_THRESHOLD = 4 << 20
+M_MMAP_THRESHOLD = -3  # mallopt() parameter number, from glibc's malloc.h
+
+
+def _glibc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return None
+
+
+def bound_heap_memory() -> None:
+    """Keep large temporaries out of glibc's heap for the rest of the process (see HEAP_MMAP_THRESHOLD)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by large temporaries back to the OS (after the cache build, a saliency update)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -151,6 +183,15 @@ def label_tensors(labels: ProposalLabels, device: torch.device) -> tuple[torch.T
             torch.from_numpy(labels.center_label).to(device, torch.float32))
 
 
+def build_optimizer(model: TSPNet, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with the config's learning rate and weight decay (L2, added to the gradient).
+
+    fused: the update in one pass per tensor, with no temporaries the size of the weights
+    (the same arithmetic; faster, and about 0.1 GB less peak memory at D = 2048).
+    """
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+
+
 def train_step(model: TSPNet, optimizer: torch.optim.Optimizer, pooled: torch.Tensor,
                targets: tuple[torch.Tensor, torch.Tensor], rows: np.ndarray, video_index: np.ndarray,
                num_videos: int, config: TrainConfig, bf16: bool = False) -> LossTerms:
@@ -160,17 +201,21 @@ def train_step(model: TSPNet, optimizer: torch.optim.Optimizer, pooled: torch.Te
     `video_index` come from `batch_rows` and are all the host sends.
     """
     device = pooled.device
+    # Checked on the host, so that nothing in the step waits for the device.
+    counts = torch.from_numpy(checked_counts(video_index, num_videos)).to(device, non_blocking=True)
     rows_t = torch.from_numpy(rows).to(device, non_blocking=True)
     with autocast(device, bf16):
         heads = model(pooled[rows_t])
     terms = tspnet_loss(
         ProposalHeads(*(h.float() for h in heads)), targets[0][rows_t], targets[1][rows_t],
         torch.from_numpy(video_index).to(device, non_blocking=True),
-        num_videos, config.cls_weight, config.center_weight,
+        num_videos, config.cls_weight, config.center_weight, counts,
     )
-    optimizer.zero_grad()
     terms.total.backward()
     optimizer.step()
+    # Applied gradients are dead: freed here, they stay out of the next forward and of
+    # saliency updates (the next backward starts from none either way).
+    optimizer.zero_grad()
     return terms
 
 
@@ -201,9 +246,7 @@ def train_tspnet(pooled: torch.Tensor, proposals: Proposals, points: pd.DataFram
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = TSPNet(pooled.shape[1] // 3, num_classes, config.dropout).to(device)
-    # fused: Adam's update in one pass per tensor, with no temporaries the size of the
-    # weights (the same arithmetic; faster, and about 0.1 GB less peak memory at D = 2048).
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    optimizer = build_optimizer(model, config)
 
     slices = proposals.video_slices()
     counts = proposals.counts()
@@ -241,6 +284,7 @@ def train_tspnet(pooled: torch.Tensor, proposals: Proposals, points: pd.DataFram
             points["time"] = new_time
             labels = assign_labels(proposals, points, num_classes, config.soft_value)
             targets = label_tensors(labels, device)
+            release_freed_memory()
             result.updates.append({"step": step, "moved_points": int((shift > 0).sum()),
                                    "mean_shift": float(shift.mean()) if shift.size else 0.0, **labels.counts()})
             log.info("saliency update at step %d: %d points moved, mean shift %.3f snippets", step,
