@@ -52,6 +52,12 @@ def test_outputs_and_metrics(repo: Path):
     assert results and all(v.startswith("synthetic_test_") for v in results)
 
 
+def test_metrics_show_lists_the_headline(repo: Path):
+    shown = dvc(["metrics", "show"], repo).stdout
+    for key in ("tspnet.avg_0.1_0.7", "base.avg_0.1_0.7", "gain.avg_0.1_0.7", "alignment.spearman_tspnet"):
+        assert key in shown, key
+
+
 def test_second_repro_is_a_noop_and_status_is_clean(repo: Path):
     assert ran(dvc(["repro"], repo).stdout) == []
     assert "up to date" in dvc(["status"], repo).stdout
@@ -92,6 +98,11 @@ def test_change_a_hyperparameter_and_compare(repo: Path):
     assert ran(result.stdout) == ["train", "infer", "evaluate"]
     table = dvc(["exp", "show", "--md", "--only-changed"], repo).stdout
     assert "lr-1e-4" in table and "tspnet.avg_0.1_0.7" in table
+    table = dvc(["exp", "show", "--md", "--drop", ".*", "--keep",
+                 "Experiment|train.lr|(base|tspnet|gain).avg_0.1_0.7"], repo).stdout
+    header = table.splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Experiment", "base.avg_0.1_0.7", "tspnet.avg_0.1_0.7", "gain.avg_0.1_0.7", "train.lr"]
     diff = dvc(["metrics", "diff", "HEAD", "lr-1e-4"], repo).stdout
     assert "tspnet.avg_0.1_0.7" in diff
     dvc(["exp", "apply", "lr-1e-4"], repo)
@@ -132,9 +143,13 @@ def test_share_through_a_remote(repo: Path, tmp_path: Path):
     dvc(["remote", "add", "-d", "storage", str(remote)], repo)
     commit(repo, "add a DVC remote")
     run(["git", "tag", "-a", "tspnet-model@v1.0.0", "-m", "Registering artifact tspnet-model version v1.0.0"], repo)
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "remote", "add", "origin", str(origin)], repo)
     dvc(["push"], repo)
+    run(["git", "push", "-q", "--follow-tags", "origin", "main"], repo)
     clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     dvc(["pull"], clone)
     status = dvc(["status"], clone).stdout
     assert "up to date" in status, status
