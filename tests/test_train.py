@@ -7,13 +7,13 @@ import torch
 
 from tspnet.labels import assign_labels
 from tspnet.proposals import Proposals
-from tspnet.train import BatchSampler, TrainConfig, batch_rows, train_tspnet
+from tspnet.train import BatchSampler, TrainConfig, batch_rows, train_tspnet, video_groups
 
 
 def config(**overrides):
     values = dict(iterations=30, batch_videos=3, max_proposals=3000, lr=1e-3, weight_decay=1e-3, dropout=0.5,
                   roi_bins=12, widen_ratio=0.25, cls_weight=1.0, center_weight=20.0, soft_value=0.4,
-                  update_every=10, update_threshold=0.8, log_every=5)
+                  update_every=10, update_threshold=0.8, log_every=5, rows_per_forward=8192)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -96,3 +96,31 @@ def test_videos_without_proposals_are_skipped():
 def test_config_rejects_nonsense():
     with pytest.raises(ValueError):
         TrainConfig.from_params({**config().__dict__, "iterations": 0}, {"soft_value": 0.4})
+
+
+def test_video_groups_split_large_batches_between_whole_videos():
+    # 4 videos of 3, 5, 2, 9 rows, at most 8 rows per forward: [3] + [5] would be 8: one group;
+    # then 2 alone (2 + 9 > 8), then the 9-row video alone although larger than the limit.
+    assert video_groups(np.array([3, 5, 2, 9]), 8) == [(0, 2), (2, 3), (3, 4)]
+    assert video_groups(np.array([3, 5, 2, 9]), 100) == [(0, 4)]
+
+
+def test_a_grouped_step_equals_the_single_forward_step():
+    from tspnet.train import build_optimizer, label_tensors, train_step
+    from tspnet.model import TSPNet
+
+    pooled, proposals, points, labels = toy_problem(videos=5, per_video=30)
+    slices = proposals.video_slices()
+    rows, video_index = batch_rows([4, 0, 2], slices, 3000, torch.Generator().manual_seed(0))
+    results = []
+    for rows_per_forward in (10_000, 40):  # one forward, or three groups of one video
+        torch.manual_seed(0)
+        model = TSPNet(8, 2, dropout=0.0)
+        terms = train_step(model, build_optimizer(model, config()), pooled, label_tensors(labels, pooled.device),
+                           rows, video_index, 3, config(rows_per_forward=rows_per_forward))
+        results.append((terms, [p.detach().clone() for p in model.parameters()]))
+    (one, after_one), (grouped, after_grouped) = results
+    for a, b in zip(one, grouped):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(after_one, after_grouped):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -52,6 +52,7 @@ class TrainConfig:
     update_every: int
     update_threshold: float
     log_every: int
+    rows_per_forward: int = 8192
 
     @classmethod
     def from_params(cls, train: dict, labels: dict) -> "TrainConfig":
@@ -63,9 +64,10 @@ class TrainConfig:
             cls_weight=float(train["cls_weight"]), center_weight=float(train["center_weight"]),
             soft_value=float(labels["soft_value"]), update_every=int(train["update_every"]),
             update_threshold=float(train["update_threshold"]), log_every=int(train["log_every"]),
+            rows_per_forward=int(train["rows_per_forward"]),
         )
-        if config.iterations < 1 or config.batch_videos < 1 or config.max_proposals < 1:
-            raise ValueError("train: iterations, batch_videos and max_proposals must be at least 1")
+        if min(config.iterations, config.batch_videos, config.max_proposals, config.rows_per_forward) < 1:
+            raise ValueError("train: iterations, batch_videos, max_proposals and rows_per_forward must be at least 1")
         return config
 
 
@@ -192,31 +194,53 @@ def build_optimizer(model: TSPNet, config: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
+def video_groups(counts: np.ndarray, max_rows: int) -> list[tuple[int, int]]:
+    """Consecutive video ranges [first, last) of at most `max_rows` rows (a larger video alone)."""
+    groups, first, rows = [], 0, 0
+    for video, count in enumerate(counts.tolist()):
+        if rows and rows + count > max_rows:
+            groups.append((first, video))
+            first, rows = video, 0
+        rows += count
+    groups.append((first, len(counts)))
+    return groups
+
+
 def train_step(model: TSPNet, optimizer: torch.optim.Optimizer, pooled: torch.Tensor,
                targets: tuple[torch.Tensor, torch.Tensor], rows: np.ndarray, video_index: np.ndarray,
                num_videos: int, config: TrainConfig, bf16: bool = False) -> LossTerms:
-    """One optimizer step on a batch: one forward over its rows of `pooled`, per-video mean losses.
+    """One optimizer step on a batch: batched forwards over its rows of `pooled`, per-video mean losses.
 
     `targets` are `label_tensors` on the device of `pooled`; `rows` and
-    `video_index` come from `batch_rows` and are all the host sends.
+    `video_index` come from `batch_rows` (rows grouped by video, in order) and
+    are all the host sends. A batch of more than `config.rows_per_forward` rows is
+    split into groups of whole videos whose gradients add up: the same loss,
+    without the activations of tens of thousands of rows at once.
     """
     device = pooled.device
     # Checked on the host, so that nothing in the step waits for the device.
-    counts = torch.from_numpy(checked_counts(video_index, num_videos)).to(device, non_blocking=True)
+    counts = checked_counts(video_index, num_videos)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    counts_t = torch.from_numpy(counts).to(device, non_blocking=True)
     rows_t = torch.from_numpy(rows).to(device, non_blocking=True)
-    with autocast(device, bf16):
-        heads = model(pooled[rows_t])
-    terms = tspnet_loss(
-        ProposalHeads(*(h.float() for h in heads)), targets[0][rows_t], targets[1][rows_t],
-        torch.from_numpy(video_index).to(device, non_blocking=True),
-        num_videos, config.cls_weight, config.center_weight, counts,
-    )
-    terms.total.backward()
+    index_t = torch.from_numpy(video_index).to(device, non_blocking=True)
+    parts = []
+    for first, last in video_groups(counts, config.rows_per_forward):
+        share = slice(int(bounds[first]), int(bounds[last]))
+        with autocast(device, bf16):
+            heads = model(pooled[rows_t[share]])
+        terms = tspnet_loss(
+            ProposalHeads(*(h.float() for h in heads)), targets[0][rows_t[share]], targets[1][rows_t[share]],
+            index_t[share] - first, last - first, config.cls_weight, config.center_weight, counts_t[first:last],
+        )
+        weight = (last - first) / num_videos  # the group's videos' part of the batch mean
+        (terms.total * weight).backward()
+        parts.append([weight * t.detach() for t in terms])
     optimizer.step()
     # Applied gradients are dead: freed here, they stay out of the next forward and of
     # saliency updates (the next backward starts from none either way).
     optimizer.zero_grad()
-    return terms
+    return LossTerms(*(sum(values) for values in zip(*parts)))
 
 
 # Rows per forward when a saliency update scores every proposal: small forwards keep the
