@@ -144,7 +144,7 @@ def test_share_through_a_remote(repo: Path, tmp_path: Path):
     commit(repo, "add a DVC remote")
     run(["git", "tag", "-a", "tspnet-model@v1.0.0", "-m", "Registering artifact tspnet-model version v1.0.0"], repo)
     origin = tmp_path / "origin.git"
-    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], tmp_path)
     run(["git", "remote", "add", "origin", str(origin)], repo)
     dvc(["push"], repo)
     run(["git", "push", "-q", "--follow-tags", "origin", "main"], repo)
