@@ -266,12 +266,16 @@ def run_evaluate_base(infer_params: dict, dataset_dir: Path, proposals_dir: Path
     write_json(metrics_path, {**prefixed("base", evaluation.summary()), "base.dropped_ambiguous": dropped})
 
 
-def evaluate_split(dataset: Dataset, predictions: pd.DataFrame, split: str = "test") -> evaluate.Evaluation:
-    ground_truth = evaluate.load_ground_truth(dataset.gt_path, subset=None)
-    videos = list(dataset.info.videos[split])
-    instances = ground_truth.instances[ground_truth.instances["video"].isin(set(videos))].reset_index(drop=True)
-    return evaluate.evaluate_detections(evaluate.GroundTruth(instances, videos), predictions,
-                                        list(dataset.info.tiou_thresholds))
+def split_ground_truth(dataset: Dataset, split: str = "test") -> evaluate.GroundTruth:
+    """The split's instances and every video of the split (videos without instances included)."""
+    return evaluate.GroundTruth(dataset.ground_truth(split), list(dataset.info.videos[split]))
+
+
+def evaluate_split(dataset: Dataset, predictions: pd.DataFrame,
+                   ground_truth: evaluate.GroundTruth | None = None) -> evaluate.Evaluation:
+    """mAP of `predictions` on the test split (its ground truth read once by callers that evaluate twice)."""
+    ground_truth = split_ground_truth(dataset) if ground_truth is None else ground_truth
+    return evaluate.evaluate_detections(ground_truth, predictions, list(dataset.info.tiou_thresholds))
 
 
 def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -282,25 +286,27 @@ def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metric
     from tspnet import plots
 
     dataset = Dataset(dataset_dir)
-    tspnet_eval = evaluate_split(dataset, evaluate.load_results(detections_dir / "tspnet.json"))
-    base_eval = evaluate_split(dataset, evaluate.load_results(base_dir / "base.json"))
+    ground_truth = split_ground_truth(dataset)
+    tspnet_eval = evaluate_split(dataset, evaluate.load_results(detections_dir / "tspnet.json"), ground_truth)
+    base_eval = evaluate_split(dataset, evaluate.load_results(base_dir / "base.json"), ground_truth)
     print(evaluate.format_table(tspnet_eval, "TSPNet (test)"))
     tspnet_summary, base_summary = tspnet_eval.summary(), base_eval.summary()
     plots.write_map_plots(plots_dir, base_eval, tspnet_eval)
-    alignment = plots.write_alignment_plot(*proposal_quality(dataset, detections_dir / "proposal_scores.npz"),
-                                           plots_dir)
+    alignment = plots.write_alignment_plot(
+        *proposal_quality(dataset, detections_dir / "proposal_scores.npz", ground_truth.instances), plots_dir)
     metrics = {**prefixed("tspnet", tspnet_summary),
                **prefixed("gain", {k: tspnet_summary[k] - base_summary[k] for k in tspnet_summary}),
                **prefixed("alignment", alignment)}
     write_json(metrics_path, metrics)
 
 
-def proposal_quality(dataset: Dataset, scores_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def proposal_quality(dataset: Dataset, scores_path: Path, instances: pd.DataFrame
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(best tIoU with ground truth of its class, base score, aligned score) of every test proposal."""
     scores = load_npz(scores_path, {"video_index": "i", "start": "f", "end": "f", "label": "i",
                                     "base_score": "f", "aligned_score": "f"})
     videos = np.asarray(dataset.info.videos["test"], dtype=object)[scores["video_index"]]
     labels = np.asarray(dataset.info.classes, dtype=object)[scores["label"]]
     segments = np.stack([scores["start"], scores["end"]], axis=1) / dataset.info.snippets_per_second
-    best = evaluate.best_tiou(videos, labels, segments, dataset.ground_truth("test"))
+    best = evaluate.best_tiou(videos, labels, segments, instances)
     return best, scores["base_score"], scores["aligned_score"]

@@ -105,8 +105,8 @@ def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: in
 
 # Allocations of at least this size are mapped and unmapped directly instead of coming from
 # glibc's heap. glibc otherwise raises its threshold as large blocks are freed, and the heap then
-# keeps a step's activations after the step: at THUMOS14 scale, 0.15 GB more peak memory (about
-# 1.57x the feature size instead of 1.34x) for a training epoch about 6% faster.
+# keeps a step's activations after the step: at THUMOS14 scale, about 1.57x the feature size of
+# peak memory instead of 1.38x, for a training epoch 2-6% faster (bench/bench_thumos_scale.py).
 HEAP_MMAP_THRESHOLD = 4 << 20
 M_MMAP_THRESHOLD = -3  # mallopt() parameter number, from glibc's malloc.h
 
