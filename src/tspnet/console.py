@@ -39,7 +39,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        logging.getLogger("tspnet").error("%s", exc)
+        logging.getLogger("tspnet").error("%s", " ".join(str(exc).split()))  # one line, whatever it quotes
         sys.exit(2)
     except OSError as exc:
         if not is_disk_full(exc):

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from tspnet import units
-from tspnet.files import DataError, describe, file_sha256, load_npy, positive_numbers, read_json, write_json
+from tspnet.files import DataError, describe, file_sha256, flat, load_npy, positive_numbers, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class DatasetInfo:
                                      for k, v in obj.get("feature_fingerprint", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{source}: malformed dataset manifest ({exc!r})") from exc
+            raise DataError(f"{source}: malformed dataset manifest ({flat(repr(exc))}); rerun the fetch stage") from exc
         info.validate(source)
         return info
 
@@ -363,7 +363,7 @@ def read_points_table(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+        raise DataError(f"{path}: not a readable CSV ({flat(exc)})") from exc
     missing = [c for c in POINT_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing} (expected {POINT_COLUMNS})")

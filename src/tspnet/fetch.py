@@ -163,9 +163,9 @@ class FilesEntry:
         if self.filter_ambiguous and self.sources["ambiguous"] is None:
             missing.append("ambiguous")
         if missing:
-            wanted = "\n".join(f"  {where}.sources.{g}: {SOURCE_GROUPS[g]}" for g in missing)
-            raise DataError(f"{where}: these sources are not set (null in params.yaml):\n{wanted}\n"
-                            "Set each to a local path, an http(s) URL or {gdrive: <file id>} (README, 'Real data').")
+            wanted = "; ".join(f"{where}.sources.{g}: {SOURCE_GROUPS[g]}" for g in missing)
+            raise DataError(f"{where}: these sources are not set (null in params.yaml): {wanted}. Set each to a "
+                            "local path, an http(s) URL or {gdrive: <file id>} (README, 'Real data').")
 
     @property
     def snippets_per_second(self) -> float:

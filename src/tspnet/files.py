@@ -41,6 +41,11 @@ NPY_MAGIC = b"\x93NUMPY"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def flat(value: object) -> str:
+    """`value` as text on one line (library messages quoted inside ours may span several)."""
+    return " ".join(str(value).split())
+
+
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
@@ -210,7 +215,7 @@ def read_json(path: str | os.PathLike) -> Any:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        raise DataError(f"{path}: not valid JSON ({flat(exc)})") from exc
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
@@ -242,7 +247,7 @@ def load_npz(path: str | os.PathLike, fields: dict[str, str]) -> dict[str, np.nd
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if is_disk_full(exc):
             raise
-        problem = "holds Python objects, which are never unpickled" if "pickle" in str(exc) else f"{exc}"
+        problem = "holds Python objects, which are never unpickled" if "pickle" in str(exc) else flat(exc)
         raise DataError(f"{path}: cannot read ({problem}); rerun the stage that writes it") from None
     if missing:
         raise DataError(f"{path}: missing arrays {missing}")
@@ -278,11 +283,11 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
         if "pickle" in str(exc) or "Python objects" in str(exc):  # numpy advises loading it unsafely: never
             raise DataError(f"{path}: holds Python objects (a pickled array), which this project never "
                             "unpickles; save plain numbers (np.save of a float or string array)") from None
-        raise DataError(f"{path}: damaged or truncated .npy array ({exc}); re-create or re-download it") from None
+        raise DataError(f"{path}: damaged or truncated .npy array ({flat(exc)}); re-create or re-download it") from None
     except (OSError, EOFError) as exc:
         if is_disk_full(exc):
             raise
-        raise DataError(f"{path}: damaged or truncated .npy array ({exc or type(exc).__name__}); re-create or "
+        raise DataError(f"{path}: damaged or truncated .npy array ({flat(exc) or type(exc).__name__}); re-create or "
                         "re-download it") from None
 
 

@@ -55,7 +55,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from tspnet import console
-from tspnet.files import DataError, ParamsError, atomic_dir, is_disk_full, remove_stale_temporaries
+from tspnet.files import DataError, ParamsError, atomic_dir, flat, is_disk_full, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def download_url(source: Source, progress: bool = True, expect: str | None = Non
                 log.warning("%s: %s (attempt %d of %d)", source.describe(), exc, attempt, DOWNLOAD_ATTEMPTS)
                 if attempt == DOWNLOAD_ATTEMPTS:
                     raise SourceError(
-                        f"{source.describe()}: the download failed {DOWNLOAD_ATTEMPTS} times (last: {exc}). The "
+                        f"{source.describe()}: the download failed {DOWNLOAD_ATTEMPTS} times (last: {flat(exc)}). The "
                         f"{partial.stat().st_size if partial.exists() else 0} bytes received are kept in "
                         f"{partial}; rerun the stage to resume."
                     ) from None
@@ -309,7 +309,7 @@ def _http_transfer(source: Source, partial: Path, progress: bool, timeout_s: flo
             raise _Interrupted(f"HTTP {exc.code} {exc.reason}") from None
         raise SourceError(f"{source.describe()}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise _Interrupted(f"cannot connect ({exc})") from None
+        raise _Interrupted(f"cannot connect ({flat(exc)})") from None
     with response:
         if have and response.status == 200:
             log.info("%s: the server ignored the resume request; restarting", source.describe())
@@ -325,12 +325,13 @@ def _http_transfer(source: Source, partial: Path, progress: bool, timeout_s: flo
             with open(partial, "ab" if have else "wb") as f, console.progress(
                     None, partial.name.removesuffix(".partial"), "B", progress, total=total, initial=have,
                     unit_scale=True, unit_divisor=1024) as bar:
-                for block in iter(lambda: response.read(CHUNK), b""):
+                # read1: what has arrived, so that the bytes before a stall are kept for the resume
+                for block in iter(lambda: response.read1(CHUNK), b""):
                     f.write(block)
                     received += len(block)
                     bar.update(len(block))
         except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
-            raise _Interrupted(f"connection lost after {received} of {total or '?'} bytes ({exc!r})") from None
+            raise _Interrupted(f"connection lost after {received} of {total or '?'} bytes ({flat(repr(exc))})") from None
         except OSError as exc:
             if is_disk_full(exc):
                 raise _disk_full(source, received, partial) from None
@@ -436,7 +437,7 @@ def _json_problem(path: Path, head: bytes, thorough: bool) -> str | None:
             with open(path, "rb") as f:
                 json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return f"not valid JSON ({exc})"
+            return f"not valid JSON ({flat(exc)})"
     return None
 
 
@@ -520,7 +521,7 @@ def unpack(archive: Path, dest: Path, where: str = "archive", limits: UnpackLimi
             raise SourceError(f"{where}: the disk is full while unpacking {archive} into {dest.parent} "
                               f"({budget.written} bytes written, all removed): free some space, or set {CACHE_ENV} "
                               "to a larger disk, and rerun") from None
-        raise SourceError(f"{where}: {archive} is not a readable archive ({exc}); if it was downloaded, it is "
+        raise SourceError(f"{where}: {archive} is not a readable archive ({flat(exc)}); if it was downloaded, it is "
                           "deleted and fetched again on the next run") from None
 
 

@@ -99,19 +99,21 @@ def pooled_parts(dataset: Dataset, split: str, proposals: Proposals, bins: int, 
     feature_dim = int(dataset.info.feature_dim)
     segments = torch.from_numpy(proposals.segments)
     rows_per_pass = max(1, ROI_PASS_BYTES // (bins * feature_dim * 4))
-    chunks = range(0, len(proposals.videos), videos_per_chunk)
-    for first in progress(chunks, f"RoI features {split}", "chunk", show_progress):
-        videos = proposals.videos[first:first + videos_per_chunk]
-        rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
-        if rows.stop == rows.start:
-            continue
-        store = dataset.feature_store(split, videos).to(device)
-        for start in range(rows.start, rows.stop, rows_per_pass):
-            part = slice(start, min(start + rows_per_pass, rows.stop))
-            local = torch.from_numpy(proposals.video_index[part] - first)
-            yield part, proposal_features(store.features, segments[part].to(device), store.offsets[local],
-                                          store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
-        del store
+    # Counted in proposals, so that a video with very many of them shows progress too.
+    with progress(None, f"RoI features {split}", "proposal", show_progress, total=len(proposals)) as bar:
+        for first in range(0, len(proposals.videos), videos_per_chunk):
+            videos = proposals.videos[first:first + videos_per_chunk]
+            rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
+            if rows.stop == rows.start:
+                continue
+            store = dataset.feature_store(split, videos).to(device)
+            for start in range(rows.start, rows.stop, rows_per_pass):
+                part = slice(start, min(start + rows_per_pass, rows.stop))
+                local = torch.from_numpy(proposals.video_index[part] - first)
+                yield part, proposal_features(store.features, segments[part].to(device), store.offsets[local],
+                                              store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
+                bar.update(part.stop - part.start)
+            del store
 
 
 # Allocations of at least this size are mapped and unmapped directly instead of coming from
@@ -165,7 +167,9 @@ def predict_parts(model: TSPNet, parts: Iterable[tuple[slice, torch.Tensor]], ro
     """`predict` over the rows that `parts` (e.g. `pooled_parts`) deliver in order, without holding them all.
 
     Rows are gathered into forwards of `batch` rows, exactly the forwards `predict`
-    makes over the whole [rows, 3D] tensor, so the heads are the same; memory holds
+    makes over the whole [rows, 3D] tensor, so the heads are the same (bit for bit
+    when a row is a multiple of 64 bytes, i.e. D a multiple of 16 as every real
+    feature size: the CPU's GEMM may round differently at other alignments); memory holds
     one forward's inputs instead of every proposal's (the inference stage's
     memory stays linear in a batch, not in the split).
     """
