@@ -177,7 +177,8 @@ PARAM_CASES = [
     ("proposals", {"proposals.locator": "nosuch"}, "proposals.locator is 'nosuch', expected one of the entries"),
     ("locate", {"proposals.locator": "pmil"}, "proposals.locator is 'pmil', whose proposals belong to dataset "
                                               "'thumos14' (locators.pmil.dataset), but dataset is 'synthetic'"),
-    ("proposals", {"proposals.locator": "pmil"}, "proposals.locator is 'pmil', whose proposals belong to dataset 'thumos14'"),
+    ("proposals", {"proposals.locator": "pmil"},
+     "proposals.locator is 'pmil', whose proposals belong to dataset 'thumos14'"),
     ("train", {"base.threads": -3}, "base.threads is -3, expected an integer >= 0"),
     ("train", {"base.device": "gpu"}, "base.device is 'gpu', expected auto, cpu, cuda or cuda:N"),
     ("infer", {"base.precision": "fp64"}, "base.precision is 'fp64', expected one of 'fp32', 'tf32', 'bf16'"),
@@ -278,15 +279,18 @@ FETCH_CASES = [
      "tst_2.npy, video tst_2: features contain NaN or infinity (first at snippet 0)"),
     ("infinity", damage(RGB, save_array(np.where(np.arange(60).reshape(20, 3) == 31, np.inf, 0).astype(np.float32))),
      "tst_2.npy, video tst_2: features contain NaN or infinity (first at snippet 10)"),
-    ("integer features", damage(RGB, save_array(np.zeros((20, 3), np.int32))), "field 'dtype': expected floating point"),
+    ("integer features", damage(RGB, save_array(np.zeros((20, 3), np.int32))),
+     "field 'dtype': expected floating point"),
     ("1-D features", damage(RGB, save_array(np.zeros(60, np.float32))), "field 'shape': expected [snippets, dims]"),
-    ("dims", damage(RGB, save_array(np.zeros((20, 4), np.float32))), "4 dims, but video val_1 has 3 in the same stream"),
+    ("dims", damage(RGB, save_array(np.zeros((20, 4), np.float32))),
+     "4 dims, but video val_1 has 3 in the same stream"),
     ("stream lengths", damage("pack/features/test/flow/tst_2.npy", save_array(np.zeros((19, 2), np.float32))),
      "flow/tst_2.npy, video tst_2, field 'shape': 19 snippets, but test/rgb/tst_2.npy has 20"),
     ("missing feature file", damage(RGB, Path.unlink), "tst_2.npy, video tst_2: feature file not found"),
     ("header-only points", damage("points.csv", lambda p: p.write_text(HEADER)),
      "points.csv: no point labels for the dataset's training videos"),
-    ("points of excluded videos only", damage("points.csv", lambda p: p.write_text(HEADER + "Run,1,30,60,val_bad,40\n")),
+    ("points of excluded videos only",
+     damage("points.csv", lambda p: p.write_text(HEADER + "Run,1,30,60,val_bad,40\n")),
      "points.csv: no point labels for the dataset's training videos"),
     ("points unknown class", damage("points.csv", lambda p: p.write_text(HEADER + "Swim,0,1,2,val_1,1\n")),
      "points.csv, video val_1, field 'class', row 2: unknown class"),
@@ -726,8 +730,9 @@ runpy.run_path(script, run_name="__main__")
 def kill_9_inside(repo: Path, stage: str, function: str) -> None:
     """Run a stage and SIGKILL it right after `function` (module.name) returned: half-way through its writes."""
     module, name = function.rsplit(".", 1)
-    process = subprocess.Popen([sys.executable, "-c", PAUSING_STAGE, module, name, str(REPO / "stages" / f"{stage}.py")],
-                               cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    script = str(REPO / "stages" / f"{stage}.py")
+    process = subprocess.Popen([sys.executable, "-c", PAUSING_STAGE, module, name, script], cwd=repo,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen = b""
     while b"PAUSED" not in seen:
         chunk = os.read(process.stderr.fileno(), 4096)

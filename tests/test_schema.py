@@ -33,7 +33,8 @@ def stage_keys() -> dict[str, tuple[str, ...]]:
 
 
 def test_the_shipped_params_file_is_valid_in_full():
-    everything = [*GROUPS, *(f"datasets.{n}" for n in PARAMS["datasets"]), *(f"locators.{n}" for n in PARAMS["locators"])]
+    everything = [*GROUPS, *(f"datasets.{n}" for n in PARAMS["datasets"]),
+                  *(f"locators.{n}" for n in PARAMS["locators"])]
     assert validated(PARAMS, everything) == PARAMS
 
 

@@ -331,7 +331,8 @@ def _http_transfer(source: Source, partial: Path, progress: bool, timeout_s: flo
                     received += len(block)
                     bar.update(len(block))
         except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
-            raise _Interrupted(f"connection lost after {received} of {total or '?'} bytes ({flat(repr(exc))})") from None
+            raise _Interrupted(f"connection lost after {received} of {total or '?'} bytes "
+                               f"({flat(repr(exc))})") from None
         except OSError as exc:
             if is_disk_full(exc):
                 raise _disk_full(source, received, partial) from None
