@@ -97,12 +97,21 @@ def remove_stale_temporaries(directory: Path, name: str | None = None) -> list[P
     return removed
 
 
+def _lock(fd: int) -> None:
+    """flock a temporary for its writer. Where the filesystem has no flock, others cannot take the lock
+    either, so they leave the temporary alone: it is then never removed as stale, which is safe."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def _held(path: Path) -> Iterator[None]:
     """flock `path` (a file or a directory) for as long as the block runs."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd)
         yield
     finally:
         os.close(fd)
@@ -127,7 +136,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp_path = Path(tmp)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held until the rename: a live temporary is never taken for stale
+        _lock(fd)  # held until the rename: a live temporary is never taken for stale
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp made it 0600
         os.replace(tmp_path, path)
