@@ -11,6 +11,6 @@ from tspnet.pipeline import run_evaluate
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "detections": "data/detections",
                                              "base": "data/base_detections", "metrics": "metrics/tspnet.json",
-                                             "plots": "plots"})
+                                             "plots": "plots"}, ())
     with reported_errors():
         run_evaluate(args.dataset, args.detections, args.base, args.metrics, args.plots)

@@ -10,6 +10,7 @@ from tspnet.pipeline import run_evaluate_base
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "proposals": "data/proposals",
-                                             "out": "data/base_detections", "metrics": "metrics/base.json"})
+                                             "out": "data/base_detections", "metrics": "metrics/base.json"},
+                                   ("infer.nms_sigma",))
     with reported_errors():
         run_evaluate_base(params["infer"], args.dataset, args.proposals, args.out, args.metrics)

@@ -9,6 +9,7 @@ from tspnet.params import stage_arguments
 from tspnet.pipeline import run_fetch
 
 if __name__ == "__main__":
-    args, params = stage_arguments(__doc__, {"out": "data/dataset"})
+    args, params = stage_arguments(__doc__, {"out": "data/dataset"},
+                                   ("dataset", "datasets.${dataset}", "archives"))
     with reported_errors():
         run_fetch(params, args.out)

@@ -11,7 +11,8 @@ from tspnet.pipeline import run_infer
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {
         "dataset": "data/dataset", "proposals": "data/proposals", "model": "data/model",
-        "out": "data/detections", "metrics": "metrics/infer.json"})
+        "out": "data/detections", "metrics": "metrics/infer.json"},
+        ("base", "infer", "train.roi_bins", "train.widen_ratio"))
     with reported_errors():
         run_infer(params["base"], params["infer"], params["train"], args.dataset, args.proposals, args.model,
                   args.out, args.metrics)

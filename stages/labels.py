@@ -10,6 +10,7 @@ from tspnet.pipeline import run_labels
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "proposals": "data/proposals",
-                                             "out": "data/labels", "metrics": "metrics/labels.json"})
+                                             "out": "data/labels", "metrics": "metrics/labels.json"},
+                                   ("labels",))
     with reported_errors():
         run_labels(params["labels"], args.dataset, args.proposals, args.out, args.metrics)

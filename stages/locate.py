@@ -9,6 +9,7 @@ from tspnet.params import stage_arguments
 from tspnet.pipeline import run_locate
 
 if __name__ == "__main__":
-    args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "out": "data/locator"})
+    args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "out": "data/locator"},
+                                   ("base", "locate", "proposals.locator"))
     with reported_errors():
         run_locate(params["base"], params["locate"], params["proposals"]["locator"], args.dataset, args.out)

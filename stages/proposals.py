@@ -10,7 +10,8 @@ from tspnet.pipeline import run_proposals
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "locator": "data/locator",
-                                             "out": "data/proposals", "metrics": "metrics/proposals.json"})
+                                             "out": "data/proposals", "metrics": "metrics/proposals.json"},
+                                   ("proposals", "locators.${proposals.locator}", "archives"))
     with reported_errors():
         run_proposals(params["proposals"], args.dataset, args.locator, args.out, args.metrics,
-                      locators=params.get("locators", {}))
+                      locators=params["locators"], archives=params["archives"])

@@ -12,7 +12,8 @@ from tspnet.pipeline import run_train
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {
         "dataset": "data/dataset", "proposals": "data/proposals", "labels": "data/labels",
-        "out": "data/model", "metrics": "metrics/train.json", "live": "plots/train", "plots": "plots"})
+        "out": "data/model", "metrics": "metrics/train.json", "live": "plots/train", "plots": "plots"},
+        ("base", "labels", "train"))
     with reported_errors():
         run_train(params["base"], params["train"], params["labels"], args.dataset, args.proposals, args.labels,
                   args.out, args.metrics, args.live, args.plots)

@@ -5,12 +5,14 @@ Faults are queued per path and each request consumes one:
     "corrupt"       flip one byte of the body
     "ignore_range"  answer a Range request with the whole file (200)
     "error500"      answer 500 Internal Server Error
+    "stall"         announce the full length, send half the body, then send nothing for 2 s
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -79,8 +81,11 @@ class LoopbackServer:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if fault == "drop":
+                if fault in ("drop", "stall"):
                     self.wfile.write(body[:len(body) // 2])
+                    self.wfile.flush()
+                    if fault == "stall":
+                        time.sleep(2.0)
                     self.close_connection = True
                     return
                 self.wfile.write(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_manifest_without_new_fields_is_unchanged_and_still_reads():
 
 def test_manifest_round_trips_the_real_data_fields():
     info = make_info(durations={"v1": 32.0, "v2": 12.8, "t1": 19.2}, feature_root="/data/features",
-                     feature_fingerprint={"train/rgb/v1.npy": (1024, 17)})
+                     feature_fingerprint={"train/rgb/v1.npy": (1024, "ab" * 32)})
     obj = json.loads(json.dumps(info.to_json()))
     assert DatasetInfo.from_json(obj) == info
 
@@ -104,8 +105,9 @@ def write_features(root: Path, info: DatasetInfo, rng: np.random.Generator) -> N
                 np.save(folder / f"{video}.npy", rng.standard_normal((info.num_snippets[video], dims)).astype(np.float32))
 
 
-def fingerprint(root: Path) -> dict[str, tuple[int, int]]:
-    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*.npy")}
+def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in root.rglob("*.npy")}
 
 
 def test_features_read_in_place_and_changes_are_caught(tmp_path: Path):
@@ -119,8 +121,15 @@ def test_features_read_in_place_and_changes_are_caught(tmp_path: Path):
     assert np.array_equal(features, expected)
 
     path = outside / "train" / "flow" / "v1.npy"
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    with pytest.raises(DataError, match=r"flow/v1.npy, video v1: this feature file changed.*dvc repro -f fetch"):
+    stamp = path.stat()
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
+    assert np.array_equal(dataset.read_features("train", "v1"), expected)  # touched, same content: still valid
+    changed = np.load(path)
+    changed[0, 0] += 1.0
+    np.save(path, changed)  # same size, and the old timestamp restored: only the content tells
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    with pytest.raises(DataError, match=r"flow/v1.npy, video v1: this feature file changed content \(same size.*"
+                                        r"dvc repro -f fetch"):
         dataset.read_features("train", "v1")
 
 

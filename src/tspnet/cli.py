@@ -24,6 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"tspnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from tspnet.console import disk_full_message
+        from tspnet.files import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        print(f"tspnet {args.command}: error: {disk_full_message(exc)}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

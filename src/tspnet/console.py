@@ -24,13 +24,25 @@ def progress(iterable: Iterable[T], desc: str, unit: str = "it", enabled: bool =
                 mininterval=0.1 if interactive else 5.0, **kwargs)
 
 
+def disk_full_message(exc: OSError) -> str:
+    where = f" while writing {exc.filename}" if exc.filename else ""
+    return (f"the disk is full ({exc.strerror or exc}){where}: nothing half-written was kept; free some space "
+            "(or set TSPNET_CACHE to a larger disk for downloads) and rerun")
+
+
 @contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn a bad-input error (tspnet.files.DataError) into one clear line and exit status 2."""
-    from tspnet.files import DataError
+    """Turn a user error into one clear line and exit status 2: bad input (tspnet.files.DataError, which
+    includes bad params) or a full disk. Anything else is a bug and keeps its traceback."""
+    from tspnet.files import DataError, is_disk_full
 
     try:
         yield
     except DataError as exc:
-        logging.getLogger("tspnet").error("%s", exc)
+        logging.getLogger("tspnet").error("%s", " ".join(str(exc).split()))  # one line, whatever it quotes
+        sys.exit(2)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        logging.getLogger("tspnet").error("%s", disk_full_message(exc))
         sys.exit(2)

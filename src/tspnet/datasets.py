@@ -13,8 +13,11 @@ so a stage that reads a dataset never needs the params that produced it.
 
 Features may also be read in place from a directory outside the dataset
 (`feature_root` in the manifest, same layout below it). The manifest then
-records every feature file's size and mtime, so that a changed file is
-caught when it is read (DVC cannot watch files outside the repository), and
+records every feature file's size and sha256, so that a file whose content
+changed is caught when it is read, whatever its timestamp says (DVC cannot
+watch files outside the repository; sha256 because it is the checksum the
+project uses everywhere, and with the SHA extensions of current x86 CPUs the
+fastest cryptographic hash in hashlib, see bench/bench_thumos_scale.py), and
 a dataset may be fetched without features at all (`feature_dim` null): the
 base locator's proposals can then still be imported and evaluated.
 """
@@ -32,7 +35,7 @@ import pandas as pd
 import torch
 
 from tspnet import units
-from tspnet.files import DataError, describe, load_npy, positive_numbers, read_json, write_json
+from tspnet.files import DataError, describe, file_sha256, flat, load_npy, positive_numbers, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class DatasetInfo:
     filter_ambiguous: bool = False
     durations: dict[str, float] = field(default_factory=dict)  # seconds; empty when unknown
     feature_root: str | None = None  # absolute directory read in place; None = <root>/features
-    feature_fingerprint: dict[str, tuple[int, int]] = field(default_factory=dict)  # relpath: (size, mtime_ns)
+    feature_fingerprint: dict[str, tuple[int, str]] = field(default_factory=dict)  # relpath: (size, sha256)
 
     @property
     def num_classes(self) -> int:
@@ -132,11 +135,11 @@ class DatasetInfo:
                 num_snippets={str(k): int(v) for k, v in obj.get("num_snippets", {}).items()},
                 durations={str(k): float(v) for k, v in obj.get("durations", {}).items()},
                 feature_root=None if obj.get("feature_root") is None else str(obj["feature_root"]),
-                feature_fingerprint={str(k): (int(v[0]), int(v[1]))
+                feature_fingerprint={str(k): (int(v[0]), str(v[1]))
                                      for k, v in obj.get("feature_fingerprint", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{source}: malformed dataset manifest ({exc!r})") from exc
+            raise DataError(f"{source}: malformed dataset manifest ({flat(repr(exc))}); rerun the fetch stage") from exc
         info.validate(source)
         return info
 
@@ -211,16 +214,22 @@ class Dataset:
                 "/path/to/features`) and run the pipeline again.")
 
     def check_unchanged(self, path: Path, video: str) -> None:
-        """For features read in place: the file must be the one the fetch stage validated."""
+        """For features read in place: the file's content must be the one the fetch stage validated."""
         if self.info.feature_root is None:
             return
         rel = path.relative_to(self.feature_root).as_posix()
         recorded = self.info.feature_fingerprint.get(rel)
-        info = path.stat() if path.is_file() else None
-        if recorded is None or info is None or (info.st_size, info.st_mtime_ns) != recorded:
-            raise DataError(describe(path, video) + ": this feature file changed (or vanished) since the fetch "
-                            "stage validated it; DVC cannot watch files outside the repository, so run "
-                            "`dvc repro -f fetch` (then `dvc repro`) to validate it again")
+        if recorded is None or not path.is_file():
+            change = "vanished" if recorded is not None else "is not in the manifest"
+        elif path.stat().st_size != recorded[0]:
+            change = f"changed size ({path.stat().st_size} bytes, {recorded[0]} when fetched)"
+        elif file_sha256(path) != recorded[1]:
+            change = "changed content (same size; its sha256 differs from the fetched file's)"
+        else:
+            return
+        raise DataError(describe(path, video) + f": this feature file {change} since the fetch stage validated it; "
+                        "DVC cannot watch files outside the repository, so run `dvc repro -f fetch` (then "
+                        "`dvc repro`) to validate it again")
 
     # --- annotations -------------------------------------------------------------------
     def video_fps(self) -> dict[str, float]:
@@ -354,7 +363,7 @@ def read_points_table(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+        raise DataError(f"{path}: not a readable CSV ({flat(exc)})") from exc
     missing = [c for c in POINT_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing} (expected {POINT_COLUMNS})")
@@ -373,6 +382,9 @@ def validate_points(table: pd.DataFrame, path: Path, info: DatasetInfo, video_fp
             raise DataError(describe(path, table["video_id"].iat[row], field)
                             + f", row {int(table.index[row]) + 2}: {problem} ({mask.sum()} row(s) in all)")
 
+    if table.empty:
+        raise DataError(f"{path}: no point labels for the dataset's training videos (the file has its header and "
+                        "no rows, or only rows of excluded videos); training needs one point per action instance")
     videos = table["video_id"].to_numpy(str)
     fail(~np.isin(videos, list(info.videos.get("train", ()))), "video_id", "video is not in the training split")
     fail(~np.isin(videos, list(video_fps)), "video_id", "video has no fps entry")

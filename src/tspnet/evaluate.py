@@ -173,9 +173,16 @@ def _annotation(item: Any, path: str | os.PathLike, video: str, index: int) -> t
     return label, start, end
 
 
-def load_results(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ActivityNet results (`{"results": {video: [{"label", "score", "segment"}]}}`), file order."""
+def load_results(path: str | os.PathLike, max_per_video: tuple[int, str] | None = None) -> pd.DataFrame:
+    """Read ActivityNet results (`{"results": {video: [{"label", "score", "segment"}]}}`), file order.
+
+    Scores must be JSON numbers (a string is refused, never coerced).
+    `max_per_video` = (limit, the param that sets it): a video with more
+    detections is refused before any is parsed.
+    """
     results = _mapping(read_json(path), describe(path), "results")
+    if max_per_video is not None:
+        _check_counts(path, results, *max_per_video)
     rows: list[tuple[str, str, float, float, float]] = []
     for video, detections in results.items():
         if not isinstance(detections, list):
@@ -185,10 +192,24 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
             if not isinstance(item, dict):
                 raise DataError(f"{where}: expected an object, got {item!r}")
             label = _label(item.get("label"), describe(path, video, f"[{i}].label"))
-            score = _number(item.get("score"), describe(path, video, f"[{i}].score"))
+            score = item.get("score")
+            if isinstance(score, str):
+                raise DataError(describe(path, video, f"[{i}].score") + f": expected a JSON number, got the string "
+                                f"{score!r} (write scores unquoted)")
+            score = _number(score, describe(path, video, f"[{i}].score"))
             start, end = _segment(item.get("segment"), describe(path, video, f"[{i}].segment"))
             rows.append((video, label, start, end, score))
     return _frame(rows, RESULT_COLUMNS)
+
+
+def _check_counts(path: str | os.PathLike, results: dict, limit: int, param: str) -> None:
+    counts = {video: len(items) for video, items in results.items() if isinstance(items, list)}
+    over = sorted((v for v, n in counts.items() if n > limit), key=lambda v: -counts[v])
+    if over:
+        raise DataError(describe(path, over[0]) + f": {counts[over[0]]} proposals, more than {param} = {limit} "
+                        f"({len(over)} video(s) over the limit). Real base locators give at most a few thousand per "
+                        f"video; check the file, or raise {param} if you mean it (inference time grows with the "
+                        "square of a video's proposals)")
 
 
 def _frame(rows: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -266,6 +287,10 @@ def _check_thresholds(tiou_thresholds: np.ndarray | list[float]) -> np.ndarray:
     return thresholds
 
 
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(str(n) for n in names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+
 def _evaluated_predictions(
     predictions: pd.DataFrame, ground_truth: GroundTruth, classes: list[str]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -280,12 +305,14 @@ def _evaluated_predictions(
         "label_not_in_ground_truth": int((in_subset & ~known_class).sum()),
     }
     if ignored["video_outside_subset"]:
-        outside = predictions.loc[~in_subset, "video"].nunique()
-        log.warning("ignoring %d predictions on %d videos outside the evaluated subset",
-                    ignored["video_outside_subset"], outside)
+        outside = sorted(predictions.loc[~in_subset, "video"].unique())
+        log.warning("ignoring %d predictions on %d videos outside the evaluated subset: %s",
+                    ignored["video_outside_subset"], len(outside), _some(outside))
     if ignored["label_not_in_ground_truth"]:
-        log.warning("ignoring %d predictions whose label is not a ground-truth class",
-                    ignored["label_not_in_ground_truth"])
+        labels = predictions.loc[in_subset & ~known_class, "label"].value_counts()
+        log.warning("ignoring %d predictions whose label is not a ground-truth class: %s (the ground truth has %s)",
+                    ignored["label_not_in_ground_truth"], _some([f"{k!r} ({n})" for k, n in labels.items()]),
+                    _some(classes))
     return predictions.loc[in_subset & known_class].reset_index(drop=True), ignored
 
 

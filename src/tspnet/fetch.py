@@ -27,7 +27,7 @@ import io
 import logging
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,9 @@ import numpy as np
 from tspnet import console, synthetic, units
 from tspnet.datasets import (FEATURE_LAYOUTS, POINT_COLUMNS, SPLITS, DatasetInfo, feature_relpaths,
                              read_points_table, scan_feature_file, validate_points, write_manifest)
-from tspnet.files import (DataError, atomic_dir, describe, load_npy, positive_numbers, read_json, write_json,
-                          write_text)
-from tspnet.sources import Source, materialize, parse_source
+from tspnet.files import (NPY_MAGIC, DataError, ParamsError, atomic_dir, describe, file_sha256, load_npy,
+                          positive_numbers, read_json, write_json, write_text)
+from tspnet.sources import Source, UnpackLimits, materialize, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +57,32 @@ SOURCE_GROUPS = {
     "features": "the I3D features: a directory (or an archive of one) with <split>/rgb/<video>.npy and "
                 "<split>/flow/<video>.npy (layout lacp), or <split>/<video>.npy (layout sfnet)",
 }
+# What each group's file must be before a download of it enters the cache (tspnet.sources.CONTENT_KINDS).
+SOURCE_CONTENT = {"gt": "json", "points": "csv", "fps": "json", "ambiguous": "text", "durations": "json|npy",
+                  "duration_videos": "npy", "features": "archive"}
 REQUIRED_GROUPS = ("gt", "points", "fps")
 ENTRY_KEYS = ("source", "classes", "feature_fps", "snippet_frames", "feature_layout", "feature_dim",
               "tiou_thresholds", "filter_ambiguous", "splits", "exclude", "length_tolerance_s", "sources")
 FEATURE_ROOT_SEARCH_DEPTH = 3  # an archive may wrap the split folders in a few directories
-NPY_MAGIC = b"\x93NUMPY"
+# An annotation may end after its video's recorded duration (THUMOS14's W-TALC table has four such
+# videos, the worst ending at 1.86x), which then raises the duration; beyond this factor it is a wrong
+# unit or a typo, and is refused.
+ANNOTATION_OVERRUN_FACTOR = 2.0
 
 
-def fetch_dataset(name: str, entry: dict[str, Any], out: Path, progress: bool = True) -> DatasetInfo:
-    """Build `out` from the registry entry; the directory appears only once complete."""
+def fetch_dataset(name: str, entry: dict[str, Any], out: Path, progress: bool = True,
+                  limits: UnpackLimits | None = None) -> DatasetInfo:
+    """Build `out` from the registry entry; the directory appears only once complete.
+
+    `limits` bound what archive sources unpack to (params.yaml `archives`).
+    """
     source = entry.get("source")
     if source not in ("synthetic", "files"):
-        raise ValueError(f"datasets.{name}.source: unknown source {source!r} (synthetic or files)")
+        raise ParamsError(f"datasets.{name}.source: unknown source {source!r} (synthetic or files)")
     config = FilesEntry.from_params(name, entry) if source == "files" else None
     with atomic_dir(out) as tmp:
         if config is not None:
-            info = fetch_files(tmp, config, progress)
+            info = fetch_files(tmp, config, progress, limits)
         else:
             info = synthetic.generate(
                 tmp, name, list(entry["classes"]), float(entry["feature_fps"]), int(entry["snippet_frames"]),
@@ -111,17 +121,17 @@ class FilesEntry:
         where = f"datasets.{name}"
         unknown = sorted(set(entry) - set(ENTRY_KEYS))
         if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown} (a files entry takes {list(ENTRY_KEYS)})")
+            raise ParamsError(f"{where}: unknown keys {unknown} (a files entry takes {list(ENTRY_KEYS)})")
         missing = [k for k in ENTRY_KEYS if k not in entry and k != "feature_dim"]
         if missing:
-            raise ValueError(f"{where}: missing keys {missing}")
+            raise ParamsError(f"{where}: missing keys {missing}")
         splits = entry["splits"]
         if not isinstance(splits, dict) or set(splits) != set(SPLITS):
-            raise ValueError(f"{where}.splits: expected a mapping of {list(SPLITS)} to subset names, got {splits!r}")
+            raise ParamsError(f"{where}.splits: expected a mapping of {list(SPLITS)} to subset names, got {splits!r}")
         sources = entry["sources"] or {}
         unknown = sorted(set(sources) - set(SOURCE_GROUPS))
         if unknown:
-            raise ValueError(f"{where}.sources: unknown file groups {unknown} (known: {list(SOURCE_GROUPS)})")
+            raise ParamsError(f"{where}.sources: unknown file groups {unknown} (known: {list(SOURCE_GROUPS)})")
         config = cls(
             name=name,
             classes=tuple(str(c) for c in entry["classes"]),
@@ -142,20 +152,20 @@ class FilesEntry:
     def validate(self) -> None:
         where = f"datasets.{self.name}"
         if self.feature_layout not in FEATURE_LAYOUTS:
-            raise ValueError(f"{where}.feature_layout: {self.feature_layout!r} is not one of {FEATURE_LAYOUTS}")
+            raise ParamsError(f"{where}.feature_layout: {self.feature_layout!r} is not one of {FEATURE_LAYOUTS}")
         if self.feature_fps <= 0 or self.snippet_frames <= 0 or not self.length_tolerance_s >= 0:
-            raise ValueError(f"{where}: feature_fps and snippet_frames must be positive, length_tolerance_s >= 0")
+            raise ParamsError(f"{where}: feature_fps and snippet_frames must be positive, length_tolerance_s >= 0")
         if len(set(self.classes)) != len(self.classes) or not self.classes:
-            raise ValueError(f"{where}.classes: must be a non-empty list of distinct names")
+            raise ParamsError(f"{where}.classes: must be a non-empty list of distinct names")
         if len(set(self.splits.values())) != len(self.splits):
-            raise ValueError(f"{where}.splits: each split needs its own subset, got {self.splits}")
+            raise ParamsError(f"{where}.splits: each split needs its own subset, got {self.splits}")
         missing = [g for g in REQUIRED_GROUPS if self.sources[g] is None]
         if self.filter_ambiguous and self.sources["ambiguous"] is None:
             missing.append("ambiguous")
         if missing:
-            wanted = "\n".join(f"  {where}.sources.{g}: {SOURCE_GROUPS[g]}" for g in missing)
-            raise DataError(f"{where}: these sources are not set (null in params.yaml):\n{wanted}\n"
-                            "Set each to a local path, an http(s) URL or {gdrive: <file id>} (README, 'Real data').")
+            wanted = "; ".join(f"{where}.sources.{g}: {SOURCE_GROUPS[g]}" for g in missing)
+            raise DataError(f"{where}: these sources are not set (null in params.yaml): {wanted}. Set each to a "
+                            "local path, an http(s) URL or {gdrive: <file id>} (README, 'Real data').")
 
     @property
     def snippets_per_second(self) -> float:
@@ -165,9 +175,11 @@ class FilesEntry:
 # ----------------------------------------------------------------------------- a dataset from files
 
 
-def fetch_files(root: Path, config: FilesEntry, progress: bool = True) -> DatasetInfo:
+def fetch_files(root: Path, config: FilesEntry, progress: bool = True, limits: UnpackLimits | None = None
+                ) -> DatasetInfo:
     """Materialise the entry's sources, validate them together and write the dataset under `root`."""
-    paths = {group: materialize(source, progress) for group, source in config.sources.items() if source is not None}
+    paths = {group: materialize(source, progress, SOURCE_CONTENT[group], limits)
+             for group, source in config.sources.items() if source is not None}
     for group, path in paths.items():
         if group != "features" and not path.is_file():
             raise DataError(f"{config.sources[group].describe()}: {path} is not a file "
@@ -180,7 +192,8 @@ def fetch_files(root: Path, config: FilesEntry, progress: bool = True) -> Datase
     features = None
     if "features" in paths:
         checked = {v: d for v, d in durations.items() if v not in unreliable}
-        features = scan_features(paths["features"], config, videos, checked, progress)
+        features = scan_features(paths["features"], config, videos, checked, progress,
+                                 fingerprint=not config.sources["features"].copy)
     else:
         log.info("datasets.%s.sources.features is null: fetching without features (the base locator's "
                  "proposals can be evaluated; training and inference will ask for features)", config.name)
@@ -201,7 +214,7 @@ def fetch_files(root: Path, config: FilesEntry, progress: bool = True) -> Datase
         feature_fingerprint={} if features is None or copy_features else features.fingerprint(),
     )
     points = filtered_points(paths["points"], config, info, video_fps)
-    ambiguous = ambiguous_lines(paths.get("ambiguous"), set(all_videos))
+    ambiguous = ambiguous_lines(paths.get("ambiguous"), set(all_videos), config.exclude)
 
     if copy_features:
         log.info("copying %d feature files into %s", len(features.files), root / "features")
@@ -285,11 +298,20 @@ def at_least_annotated(durations: dict[str, float], database: dict[str, dict],
     unknown, so these videos are left out of the feature-length check.
     """
     ends = {v: max((a["segment"][1] for a in e["annotations"]), default=0.0) for v, e in database.items()}
+    source = paths.get("durations", paths["gt"])
+    absurd = sorted((v for v, d in durations.items() if ends[v] > ANNOTATION_OVERRUN_FACTOR * d),
+                    key=lambda v: ends[v] / durations[v], reverse=True)
+    if absurd:
+        v = absurd[0]
+        raise DataError(describe(paths["gt"], v, "annotations") + f": an instance ends at {ends[v]:g} s, but the "
+                        f"video lasts {durations[v]:g} s ({source}); more than {ANNOTATION_OVERRUN_FACTOR:g}x its "
+                        f"duration is a wrong unit or a typo, not a late end ({len(absurd)} video(s)). Check the "
+                        "segments (seconds) and the durations source")
     short = sorted(v for v, d in durations.items() if ends[v] > d)
     if short:
         log.warning("%s: %d video(s) end before their last annotated instance; their duration becomes that "
                     "instance's end and their feature length is not checked: %s",
-                    paths.get("durations", paths["gt"]), len(short),
+                    source, len(short),
                     ", ".join(f"{v} ({durations[v]:.2f} -> {ends[v]:.2f} s)" for v in short))
     return {v: max(d, ends[v]) for v, d in durations.items()}, set(short)
 
@@ -329,16 +351,26 @@ def filtered_points(path: Path, config: FilesEntry, info: DatasetInfo, video_fps
     return text.getvalue()
 
 
-def ambiguous_lines(path: Path | None, videos: set[str]) -> str:
-    """The ambiguous segments of the dataset's videos, one `video  start end` line each ('' when none)."""
+def ambiguous_lines(path: Path | None, videos: set[str], excluded: frozenset[str] = frozenset()) -> str:
+    """The ambiguous segments of the dataset's videos, one `video  start end` line each ('' when none).
+
+    Segments of excluded videos are left out quietly; those of videos the
+    dataset does not know (a typo?) are left out with a warning naming them.
+    """
     if path is None:
         return ""
     from tspnet.postprocess import read_ambiguous  # owns the format and its validation
 
     table = read_ambiguous(path)
     known = table["video"].isin(videos).to_numpy()
-    if not known.all():
-        log.info("%s: left out %d segment(s) of videos outside the dataset", path, int((~known).sum()))
+    of_excluded = table["video"].isin(excluded).to_numpy()
+    if of_excluded.any():
+        log.info("%s: left out %d segment(s) of excluded videos", path, int(of_excluded.sum()))
+    unknown = ~known & ~of_excluded
+    if unknown.any():
+        names = sorted(set(table.loc[unknown, "video"]))
+        log.warning("%s: left out %d segment(s) of %d video(s) that are not in the dataset: %s", path,
+                    int(unknown.sum()), len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
     return "".join(f"{v}  {float(s)!r} {float(e)!r}\n" for v, s, e in table[known].itertuples(index=False))
 
 
@@ -353,11 +385,11 @@ class FeatureScan:
     files: list[str]  # relative to root, every file of every dataset video
     num_snippets: dict[str, int]
     feature_dim: int
+    digests: dict[str, str] = field(default_factory=dict)  # relpath: sha256 (when fingerprinted)
 
-    def fingerprint(self) -> dict[str, tuple[int, int]]:
-        """(size, mtime_ns) of every file, so that a change outside DVC's view is caught."""
-        stats = {rel: (self.root / rel).stat() for rel in self.files}
-        return {rel: (s.st_size, s.st_mtime_ns) for rel, s in stats.items()}
+    def fingerprint(self) -> dict[str, tuple[int, str]]:
+        """(size, sha256) of every file, so that a change of content outside DVC's view is caught."""
+        return {rel: ((self.root / rel).stat().st_size, self.digests[rel]) for rel in self.files}
 
 
 def find_feature_root(path: Path, where: str) -> Path:
@@ -375,8 +407,9 @@ def find_feature_root(path: Path, where: str) -> Path:
 
 
 def scan_features(path: Path, config: FilesEntry, videos: dict[str, list[str]], durations: dict[str, float],
-                  progress: bool = True) -> FeatureScan:
-    """Validate every feature file of the dataset's videos (memory-mapped, read once) and measure them."""
+                  progress: bool = True, fingerprint: bool = True) -> FeatureScan:
+    """Validate every feature file of the dataset's videos (memory-mapped) and measure them; with
+    `fingerprint`, hash each one (sha256) for the manifest: later stages read them in place."""
     where = config.sources["features"].where
     if not path.is_dir():
         raise DataError(f"{where}: {path} is a file that is not an archive (expected {SOURCE_GROUPS['features']})")
@@ -392,8 +425,11 @@ def scan_features(path: Path, config: FilesEntry, videos: dict[str, list[str]], 
 
     num_snippets: dict[str, int] = {}
     reference: list[tuple[int, str]] = []  # per stream: (dims, the first video that had them)
+    digests: dict[str, str] = {}
     for _, video, rels in console.progress(wanted, "validating features", "video", progress):
         shapes = [scan_feature_file(root / rel, video) for rel in rels]
+        if fingerprint:
+            digests.update((rel, file_sha256(root / rel)) for rel in rels)
         if not reference:
             reference = [(dims, video) for _, dims in shapes]
         for rel, (snippets, dims), (ref_dims, ref_video) in zip(rels, shapes, reference):
@@ -411,7 +447,7 @@ def scan_features(path: Path, config: FilesEntry, videos: dict[str, list[str]], 
                         f"says {config.feature_dim}")
     if durations:
         check_lengths(root, wanted, num_snippets, durations, config)
-    return FeatureScan(root, [rel for _, _, rels in wanted for rel in rels], num_snippets, feature_dim)
+    return FeatureScan(root, [rel for _, _, rels in wanted for rel in rels], num_snippets, feature_dim, digests)
 
 
 def largest_length_mismatch(videos: list[str], num_snippets: dict[str, int], durations: dict[str, float],

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+
+from tspnet.files import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
 log = logging.getLogger(__name__)
@@ -19,17 +22,20 @@ log = logging.getLogger(__name__)
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no params file (run the stage from the repository root)")
-    with open(path, "r", encoding="utf-8") as f:
-        params = yaml.safe_load(f)
+        raise ParamsError(f"{path}: no params file (run the stage from the repository root, or pass --params)")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            params = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter groups")
+        raise ParamsError(f"{path}: expected a mapping of parameter groups")
     return params
 
 
 def group(params: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in params or not isinstance(params[name], dict):
-        raise KeyError(f"params.yaml has no group {name!r}")
+        raise ParamsError(f"params.yaml has no group {name!r}")
     return params[name]
 
 
@@ -38,7 +44,7 @@ def dataset_entry(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name = params.get("dataset")
     registry = params.get("datasets", {})
     if name not in registry:
-        raise KeyError(f"params.yaml: dataset {name!r} is not in the registry `datasets` ({sorted(registry)})")
+        raise ParamsError(f"params.yaml: dataset {name!r} is not in the registry `datasets` ({sorted(registry)})")
     return str(name), registry[name]
 
 
@@ -60,7 +66,7 @@ def select_device(name: str) -> torch.device:
     else:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"base.device is {name!r} but torch sees no CUDA device")
+            raise ParamsError(f"base.device is {name!r} but torch sees no CUDA device: set base.device to auto or cpu")
     log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
     return device
 
@@ -77,7 +83,7 @@ def setup_torch(base: dict[str, Any]) -> torch.device:
     device = select_device(str(base.get("device", "auto")))
     precision = str(base.get("precision", "fp32"))
     if precision not in PRECISIONS:
-        raise ValueError(f"base.precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ParamsError(f"base.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "fp32" and device.type != "cuda":
         log.warning("base.precision %s applies to CUDA only; the CPU computes in float32", precision)
     # TF32 matmuls trade about 3 decimal digits for speed on Ampere and later GPUs.
@@ -90,11 +96,15 @@ def uses_bf16(base: dict[str, Any], device: torch.device) -> bool:
     return str(base.get("precision", "fp32")) == "bf16" and device.type == "cuda"
 
 
-def stage_arguments(description: str, paths: dict[str, str], argv=None):
-    """Parse a stage script's command line: `--params` plus one option per input/output path.
+def stage_arguments(description: str, paths: dict[str, str], keys: tuple[str, ...] = (), argv=None):
+    """Parse a stage script's command line (`--params` plus one option per input/output path) and validate
+    the params `keys` the stage reads (tspnet.schema) before it does any work.
 
     The defaults are the paths dvc.yaml declares, so `python stages/<name>.py`
-    is the whole command there.
+    is the whole command there. `keys` are written as in dvc.yaml's `params:`
+    (`train.roi_bins`, `datasets.${dataset}`). Bad params end the
+    process with one line and exit status 2, like every other bad input.
+    Returns (arguments, params as plain dicts, unchanged).
     """
     import argparse
 
@@ -105,7 +115,21 @@ def stage_arguments(description: str, paths: dict[str, str], argv=None):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, default=Path(default),
                             help="(default: %(default)s)")
     args = parser.parse_args(argv)
-    from tspnet.console import setup_logging
+    from tspnet.console import reported_errors, setup_logging
+    from tspnet.schema import validated
 
     setup_logging()
-    return args, load_params(args.params)
+    with reported_errors():
+        params = load_params(args.params)
+        return args, validated(params, [interpolated(key, params) for key in keys])
+
+
+def interpolated(key: str, params: dict[str, Any]) -> str:
+    """A dvc.yaml params entry with its `${dotted.key}` references replaced by their values."""
+    def value(match: re.Match) -> str:
+        node: Any = params
+        for part in match.group(1).split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return str(node)
+
+    return re.sub(r"\$\{([^}]+)\}", value, key)

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tspnet import evaluate, postprocess, sources
+from tspnet import evaluate, files, postprocess, sources
 from tspnet.datasets import Dataset
 from tspnet.fetch import fetch_dataset
-from tspnet.files import DataError, atomic_dir, atomic_path, load_npz, save_npz, write_json
+from tspnet.files import DataError, ParamsError, atomic_dir, atomic_path, load_npz, save_npz, write_json
 from tspnet.labels import ProposalLabels, assign_labels
 from tspnet.model import TSPNet
 from tspnet.params import dataset_entry, setup_torch, uses_bf16
@@ -27,12 +27,16 @@ from tspnet.proposals import Proposals, import_proposals
 log = logging.getLogger(__name__)
 
 BUILTIN_LOCATOR = "builtin"
+MAX_PROPOSALS_PER_VIDEO = 50_000  # params.yaml proposals.max_per_video, for callers that pass no such key
+# Proposals post-processed per call of postprocess.localize, whole videos each (videos are independent,
+# so the detections are the same): one step of the progress bar.
+POSTPROCESS_ROWS = 100_000
 
 
 # ---------------------------------------------------------------------------------- fetch
 def run_fetch(params: dict[str, Any], out: Path) -> None:
     name, entry = dataset_entry(params)
-    fetch_dataset(name, entry, out)
+    fetch_dataset(name, entry, out, limits=sources.UnpackLimits.from_params(params.get("archives")))
 
 
 # ---------------------------------------------------------------------------------- locate
@@ -56,38 +60,46 @@ def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, o
 
 # ---------------------------------------------------------------------------------- proposals
 def locator_results_path(locator_name: str, locators: dict[str, Any], locator_dir: Path, split: str,
-                         dataset_name: str, progress: bool = True) -> Path:
+                         dataset_name: str, progress: bool = True,
+                         limits: sources.UnpackLimits | None = None) -> Path:
     """The results JSON of a split: the built-in locator's, or a registry entry's source (fetched if remote)."""
     if locator_name == BUILTIN_LOCATOR:
         return locator_dir / f"{split}.json"
     if locator_name not in locators:
-        raise ValueError(f"proposals.locator: unknown locator {locator_name!r} (params.yaml `locators` has "
-                         f"{sorted(locators)})")
+        raise ParamsError(f"proposals.locator: unknown locator {locator_name!r} (params.yaml `locators` has "
+                          f"{sorted(locators)})")
     entry = locators[locator_name] or {}
     where = f"locators.{locator_name}"
     if entry.get("dataset") != dataset_name:
-        raise ValueError(f"{where}.dataset is {entry.get('dataset')!r}, but the pipeline runs on dataset "
-                         f"{dataset_name!r}: choose a locator of that dataset, or set {where}.dataset")
+        raise ParamsError(f"{where}.dataset is {entry.get('dataset')!r}, but the pipeline runs on dataset "
+                          f"{dataset_name!r}: choose a locator of that dataset, or set {where}.dataset")
     source = sources.parse_source((entry.get("sources") or {}).get(split), f"{where}.sources.{split}")
     if source is None:
         raise DataError(f"{where}.sources.{split} is not set: point it at the locator's {split} proposals "
                         "(ActivityNet results JSON in seconds, no NMS) as a path, an http(s) URL or {gdrive: id}")
-    path = sources.materialize(source, progress)
+    path = sources.materialize(source, progress, "json", limits)
     if not path.is_file():
         raise DataError(f"{source.describe()}: {path} is not a file (expected an ActivityNet results JSON)")
     return path
 
 
 def run_proposals(proposals_params: dict, dataset_dir: Path, locator_dir: Path, out: Path,
-                  metrics_path: Path, locators: dict[str, Any] | None = None) -> None:
-    """Import the chosen locator's proposals of both splits (the `locators` registry names external ones)."""
+                  metrics_path: Path, locators: dict[str, Any] | None = None,
+                  archives: dict[str, Any] | None = None) -> None:
+    """Import the chosen locator's proposals of both splits (the `locators` registry names external ones).
+
+    A video with more than `proposals.max_per_video` proposals is refused
+    before its proposals are parsed (`evaluate.load_results`).
+    """
     info = Dataset(dataset_dir).info
     locator_name = str(proposals_params["locator"])
+    limit = int(proposals_params.get("max_per_video", MAX_PROPOSALS_PER_VIDEO))
     metrics: dict[str, Any] = {}
     with atomic_dir(out) as tmp:
         for split in ("train", "test"):
-            source = locator_results_path(locator_name, locators or {}, locator_dir, split, info.name)
-            table = evaluate.load_results(source)
+            source = locator_results_path(locator_name, locators or {}, locator_dir, split, info.name,
+                                          limits=sources.UnpackLimits.from_params(archives))
+            table = evaluate.load_results(source, max_per_video=(limit, "proposals.max_per_video"))
             proposals, report = import_proposals(table, info, split, str(proposals_params["invalid"]), str(source))
             proposals.save(tmp / f"{split}.npz")
             metrics.update(report.metrics(f"proposals.{split}"))
@@ -182,15 +194,41 @@ def save_model(path: Path, model: TSPNet) -> None:
 
 
 def load_model(path: Path, dropout: float = 0.5) -> TSPNet:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     try:
         model = TSPNet(int(checkpoint["feature_dim"]), int(checkpoint["num_classes"]), dropout)
         model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError) as exc:
-        raise DataError(f"{path}: not a TSPNet checkpoint of this project ({exc})") from exc
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a TSPNet checkpoint of this project ({' '.join(str(exc).split())[:200]}); "
+                        "rerun `dvc repro train`") from None
     return model.eval()
+
+
+def read_checkpoint(path: Path) -> Any:
+    """torch.load with weights_only=True; a damaged or foreign file is a DataError naming it, never a traceback
+    (and never torch's advice to retry with weights_only=False)."""
+    import pickle
+    import zipfile
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; run `dvc repro train`")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise DataError(f"{path}: the file is empty (an interrupted copy?); rerun `dvc repro train`")
+    if not head.startswith((b"PK", b"\x80")):  # torch's zip format, or a legacy pickle stream
+        raise DataError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}); rerun `dvc repro train`")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(f"{path}: holds Python objects besides tensors, which this project never unpickles (a "
+                        "foreign or tampered file?); rerun `dvc repro train`, or use a checkpoint saved by this "
+                        "project") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, OSError) and files.is_disk_full(exc):
+            raise
+        first = " ".join(str(exc).split()).split(". ")[0]  # torch's first sentence says what broke
+        raise DataError(f"{path}: truncated or damaged checkpoint ({first}); rerun `dvc repro train`") from None
 
 
 # ---------------------------------------------------------------------------------- infer
@@ -206,6 +244,26 @@ def detections_table(detections: postprocess.Detections, videos: list[str], clas
     })
 
 
+def localize_by_videos(proposals: Proposals, probs: np.ndarray, attention: np.ndarray, center: np.ndarray,
+                       infer_params: dict, rows_per_call: int = POSTPROCESS_ROWS) -> postprocess.Detections:
+    """postprocess.localize over groups of whole videos (about `rows_per_call` proposals each), with progress."""
+    from tspnet.console import progress
+    from tspnet.train import video_groups
+
+    bounds = np.concatenate([[0], np.cumsum(proposals.counts())])
+    parts = []
+    with progress(None, "post-processing test", "proposal", total=len(proposals)) as bar:
+        for first, last in video_groups(proposals.counts(), rows_per_call):
+            rows = slice(int(bounds[first]), int(bounds[last]))
+            if rows.stop > rows.start:
+                parts.append(postprocess.localize(
+                    proposals.video_index[rows], proposals.segments[rows], probs[rows], attention[rows], center[rows],
+                    class_threshold=float(infer_params["class_threshold"]), aba_iou=float(infer_params["aba_iou"]),
+                    nms_sigma=float(infer_params["nms_sigma"])))
+            bar.update(rows.stop - rows.start)
+    return postprocess.Detections.concat(parts)
+
+
 def drop_ambiguous(detections: postprocess.Detections, dataset: Dataset, videos: list[str]
                    ) -> tuple[postprocess.Detections, int]:
     if not dataset.info.filter_ambiguous:
@@ -218,22 +276,22 @@ def drop_ambiguous(detections: postprocess.Detections, dataset: Dataset, videos:
 
 def run_infer(base: dict, infer_params: dict, train_params: dict, dataset_dir: Path, proposals_dir: Path,
               model_dir: Path, out: Path, metrics_path: Path) -> None:
-    from tspnet.train import pooled_features, predict
+    """Detections of the test split. The network inputs are streamed (never all held: memory grows with one
+    forward batch and the per-proposal outputs), and each long loop shows progress."""
+    from tspnet.train import pooled_parts, predict_parts
 
     device = setup_torch(base)
     dataset = Dataset(dataset_dir)
     proposals = Proposals.load(proposals_dir / "test.npz")
     model = load_model(model_dir / "model.pt").to(device)
-    pooled = pooled_features(dataset, "test", proposals, int(train_params["roi_bins"]),
-                             float(train_params["widen_ratio"]), device)
-    heads = predict(model, pooled, int(infer_params["batch_proposals"]), uses_bf16(base, device))
+    dataset.require_features()
+    parts = pooled_parts(dataset, "test", proposals, int(train_params["roi_bins"]), float(train_params["widen_ratio"]),
+                         device)
+    heads = predict_parts(model, parts, len(proposals), int(infer_params["batch_proposals"]), uses_bf16(base, device))
     probs = torch.softmax(heads.cls, dim=1).double().cpu().numpy()
     attention = torch.sigmoid(heads.attention).double().cpu().numpy()
     center = torch.sigmoid(heads.center).double().cpu().numpy()
-    detections = postprocess.localize(
-        proposals.video_index, proposals.segments, probs, attention, center,
-        class_threshold=float(infer_params["class_threshold"]), aba_iou=float(infer_params["aba_iou"]),
-        nms_sigma=float(infer_params["nms_sigma"]))
+    detections = localize_by_videos(proposals, probs, attention, center, infer_params)
     before = len(detections)
     detections, dropped = drop_ambiguous(detections, dataset, proposals.videos)
     aligned = postprocess.aligned_confidence(probs, attention, center)

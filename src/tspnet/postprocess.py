@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tspnet.files import DataError
+from tspnet.files import DataError, flat
 
 log = logging.getLogger(__name__)
 
@@ -591,7 +591,7 @@ def read_ambiguous(path: str | os.PathLike) -> pd.DataFrame:
         with open(path, "r", encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+        raise DataError(f"{path}: cannot read ({flat(exc)})") from exc
     for number, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:

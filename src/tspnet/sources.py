@@ -15,11 +15,21 @@ Downloads land in a cache outside DVC's outputs (`$TSPNET_CACHE`, default
 `~/.cache/tspnet`), so a rerun does not download again. A download is written
 to a `.partial` file, resumed with an HTTP Range request after an
 interruption (or restarted when the server ignores the range), checked
-against its sha256 and only then renamed into place: a file under its final
-name is always complete and verified. A `.tar`, `.tar.gz` or `.zip` archive
-(recognised by its content) is unpacked once into the cache; an archive
-member that would land outside the target, a link, or a device or other
-special file is refused.
+against its sha256 and checked for what the consumer needs (JSON that
+parses, a .npy header, an archive signature; never an HTML page such as a
+Google Drive quota or virus-scan page or a captive portal), and only then
+renamed into place: a file under its final name is always complete and
+verified, and a failed check deletes the download and names the URL and the
+param. A cached file is checked again (cheaply) each time it is reused, so a
+cache written by an older version cannot poison a run either.
+
+A `.tar`, `.tar.gz` or `.zip` archive (recognised by its content) is unpacked
+once into the cache, streamed member by member: a member that would land
+outside the target, a link, or a device or other special file is refused,
+and so is an archive that unpacks to more than `archives.max_unpacked_gib`
+or `archives.max_ratio` times its own size (a zip bomb). A refused or
+unreadable download is deleted with everything unpacked from it; the
+temporaries of a killed unpack are removed by the next run.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import contextlib
 import fcntl
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -38,12 +49,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from tspnet import console
-from tspnet.files import DataError, atomic_dir
+from tspnet.files import DataError, ParamsError, atomic_dir, flat, is_disk_full, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,33 @@ DOWNLOAD_ATTEMPTS = 3  # transfers per download before giving up (each resumes t
 RETRY_BACKOFF_S = 2.0  # wait before attempt k+1: k times this
 TIMEOUT_S = 60.0  # seconds without a byte before a transfer counts as interrupted
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+GIB = 1 << 30
+JSON_PARSE_MAX_BYTES = 256 << 20  # a landing JSON download is parsed whole up to this size, else its start is checked
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """params.yaml `archives`: the most an archive may unpack to, in bytes and in bytes per archive byte."""
+
+    max_bytes: int = 64 * GIB
+    max_ratio: float = 100.0
+
+    @classmethod
+    def from_params(cls, archives: dict[str, Any] | None) -> "UnpackLimits":
+        if not archives:
+            return cls()
+        return cls(int(float(archives["max_unpacked_gib"]) * GIB), float(archives["max_ratio"]))
+
+
+# What a consumer needs a source's file to be; checked before a download enters the cache.
+CONTENT_KINDS = {
+    "json": "a JSON file",
+    "csv": "a CSV text file",
+    "text": "a text file",
+    "npy": "a numpy .npy array",
+    "json|npy": "a JSON file or a numpy .npy array",
+    "archive": "a .tar, .tar.gz or .zip archive",
+}
 
 
 class SourceError(DataError):
@@ -83,20 +122,20 @@ def parse_source(spec: Any, where: str) -> Source | None:
     if isinstance(spec, str):
         return _source_from_string(spec, where, sha256=None, copy=False)
     if not isinstance(spec, dict):
-        raise ValueError(f"{where}: expected a path, a URL or a mapping with one of {SOURCE_KINDS}, got {spec!r}")
+        raise ParamsError(f"{where}: expected a path, a URL or a mapping with one of {SOURCE_KINDS}, got {spec!r}")
     kinds = [k for k in SOURCE_KINDS if k in spec]
     if len(kinds) != 1:
-        raise ValueError(f"{where}: a source mapping needs exactly one of {SOURCE_KINDS}, got keys {sorted(spec)}")
+        raise ParamsError(f"{where}: a source mapping needs exactly one of {SOURCE_KINDS}, got keys {sorted(spec)}")
     kind = kinds[0]
     unknown = sorted(set(spec) - {kind, *SOURCE_OPTIONS})
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown} (a {kind} source takes {[kind, *SOURCE_OPTIONS]})")
+        raise ParamsError(f"{where}: unknown keys {unknown} (a {kind} source takes {[kind, *SOURCE_OPTIONS]})")
     location = spec[kind]
     if not isinstance(location, str) or not location.strip():
-        raise ValueError(f"{where}.{kind}: expected a non-empty string, got {location!r}")
+        raise ParamsError(f"{where}.{kind}: expected a non-empty string, got {location!r}")
     copy = spec.get("copy", False)
     if not isinstance(copy, bool):
-        raise ValueError(f"{where}.copy: expected true or false, got {copy!r}")
+        raise ParamsError(f"{where}.copy: expected true or false, got {copy!r}")
     sha256 = _checked_sha256(spec.get("sha256"), f"{where}.sha256")
     if kind == "path":
         return Source("path", location, sha256, copy, where)
@@ -104,28 +143,33 @@ def parse_source(spec: Any, where: str) -> Source | None:
         return Source("gdrive", location.strip(), sha256, copy, where)
     source = _source_from_string(location, where, sha256, copy)
     if source.kind == "path":
-        raise ValueError(f"{where}.url: {location!r} is not an http(s) URL")
+        raise ParamsError(f"{where}.url: {location!r} is not an http(s) URL")
     return source
 
 
 def _source_from_string(text: str, where: str, sha256: str | None, copy: bool) -> Source:
     text = text.strip()
     if not text:
-        raise ValueError(f"{where}: empty source")
+        raise ParamsError(f"{where}: empty source")
     parsed = urllib.parse.urlparse(text)
     if parsed.scheme in ("http", "https"):
         kind = "gdrive" if parsed.hostname in GDRIVE_HOSTS else "url"
         return Source(kind, text, sha256, copy, where)
     if len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive, i.e. a path
-        raise ValueError(f"{where}: unsupported scheme {parsed.scheme!r} in {text!r} (use a path, http(s) or gdrive)")
+        raise ParamsError(f"{where}: unsupported scheme {parsed.scheme!r} in {text!r} (use a path, http(s) or gdrive)")
     return Source("path", text, sha256, copy, where)
 
 
 def _checked_sha256(value: Any, where: str) -> str | None:
     if value is None:
         return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # An unquoted checksum of digits only (or digits and one `e`) is a number to YAML.
+        raise ParamsError(f"{where}: expected 64 hexadecimal digits in quotes, got the number {value!r}: YAML "
+                          f"reads an unquoted checksum made of digits as a number; quote it ({where.rsplit('.', 1)[-1]}"
+                          ": '<the 64 digits>')")
     if not isinstance(value, str) or not SHA256_PATTERN.match(value.strip().lower()):
-        raise ValueError(f"{where}: expected 64 hexadecimal digits or null, got {value!r}")
+        raise ParamsError(f"{where}: expected 64 hexadecimal digits or null, got {value!r}")
     return value.strip().lower()
 
 
@@ -137,8 +181,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tspnet").expanduser().resolve()
 
 
-def materialize(source: Source, progress: bool = True) -> Path:
-    """A local file or directory with the source's content: downloaded, verified and unpacked as needed."""
+def materialize(source: Source, progress: bool = True, expect: str | None = None,
+                limits: UnpackLimits | None = None) -> Path:
+    """A local file or directory with the source's content: downloaded, verified and unpacked as needed.
+
+    `expect` (a key of CONTENT_KINDS, or None for anything but an HTML page)
+    is what a download must be before it is cached; local files are the
+    consumer's to validate. An archive is unpacked within `limits`.
+    """
     if source.kind == "path":
         path = Path(source.location).expanduser()
         if not path.exists():
@@ -149,10 +199,18 @@ def materialize(source: Source, progress: bool = True) -> Path:
                 raise SourceError(f"{source.where}: a sha256 applies to a file, but {path} is a directory")
             verify_sha256(path, source, delete=False)
     elif source.kind == "url":
-        path = download_url(source, progress)
+        path = download_url(source, progress, expect)
     else:
-        path = download_gdrive(source, progress)
-    return unpacked(path, source) if path.is_file() and archive_format(path) else path
+        path = download_gdrive(source, progress, expect)
+    if not (path.is_file() and archive_format(path)):
+        return path
+    try:
+        return unpacked(path, source, limits or UnpackLimits())
+    except SourceError as exc:
+        if source.kind == "path":
+            raise
+        path.unlink(missing_ok=True)  # never keep a download that cannot be unpacked
+        raise SourceError(f"{exc} The download was deleted from the cache.") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -206,12 +264,12 @@ class _Interrupted(Exception):
     """The transfer stopped before the announced end; the partial file is kept for a resume."""
 
 
-def download_url(source: Source, progress: bool = True) -> Path:
+def download_url(source: Source, progress: bool = True, expect: str | None = None) -> Path:
     """Download an HTTP(S) URL into the cache (resuming a partial file), verify it, land it atomically."""
     name = PurePosixPath(urllib.parse.urlparse(source.location).path).name
     final = _download_target(source, name)
     with _locked(final.parent):
-        if final.is_file():
+        if _reusable(final, source, expect):
             return final
         partial = final.with_name(final.name + ".partial")
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
@@ -222,13 +280,16 @@ def download_url(source: Source, progress: bool = True) -> Path:
                 log.warning("%s: %s (attempt %d of %d)", source.describe(), exc, attempt, DOWNLOAD_ATTEMPTS)
                 if attempt == DOWNLOAD_ATTEMPTS:
                     raise SourceError(
-                        f"{source.describe()}: the download failed {DOWNLOAD_ATTEMPTS} times (last: {exc}). The "
+                        f"{source.describe()}: the download failed {DOWNLOAD_ATTEMPTS} times (last: {flat(exc)}). The "
                         f"{partial.stat().st_size if partial.exists() else 0} bytes received are kept in "
                         f"{partial}; rerun the stage to resume."
                     ) from None
                 time.sleep(RETRY_BACKOFF_S * attempt)
         if source.sha256 is not None:
             verify_sha256(partial, source, delete=True)
+        problem = content_problem(partial, expect)
+        if problem is not None:
+            raise _refuse_download(source, partial, problem)
         os.replace(partial, final)
     return final
 
@@ -248,7 +309,7 @@ def _http_transfer(source: Source, partial: Path, progress: bool, timeout_s: flo
             raise _Interrupted(f"HTTP {exc.code} {exc.reason}") from None
         raise SourceError(f"{source.describe()}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise _Interrupted(f"cannot connect ({exc})") from None
+        raise _Interrupted(f"cannot connect ({flat(exc)})") from None
     with response:
         if have and response.status == 200:
             log.info("%s: the server ignored the resume request; restarting", source.describe())
@@ -264,12 +325,18 @@ def _http_transfer(source: Source, partial: Path, progress: bool, timeout_s: flo
             with open(partial, "ab" if have else "wb") as f, console.progress(
                     None, partial.name.removesuffix(".partial"), "B", progress, total=total, initial=have,
                     unit_scale=True, unit_divisor=1024) as bar:
-                for block in iter(lambda: response.read(CHUNK), b""):
+                # read1: what has arrived, so that the bytes before a stall are kept for the resume
+                for block in iter(lambda: response.read1(CHUNK), b""):
                     f.write(block)
                     received += len(block)
                     bar.update(len(block))
         except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
-            raise _Interrupted(f"connection lost after {received} of {total or '?'} bytes ({exc!r})") from None
+            raise _Interrupted(f"connection lost after {received} of {total or '?'} bytes "
+                               f"({flat(repr(exc))})") from None
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise _disk_full(source, received, partial) from None
+            raise
     if total is not None and received != total:
         raise _Interrupted(f"connection closed after {received} of {total} bytes")
 
@@ -279,13 +346,13 @@ def _range_start(response: http.client.HTTPResponse) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def download_gdrive(source: Source, progress: bool = True) -> Path:
+def download_gdrive(source: Source, progress: bool = True, expect: str | None = None) -> Path:
     """Download a Google Drive file with gdown (which resumes its own partial file), verify, land atomically."""
     import gdown
 
     final = _download_target(source, "gdrive")
     with _locked(final.parent):
-        if final.is_file():
+        if _reusable(final, source, expect):
             return final
         staging = final.with_name(final.name + ".download")
         # A share link goes in as a URL; a bare file id as `id`.
@@ -293,14 +360,115 @@ def download_gdrive(source: Source, progress: bool = True) -> Path:
         try:
             gdown.download(output=str(staging), quiet=not progress, resume=True, **target)
         except (gdown.exceptions.FileURLRetrievalError, gdown.exceptions.DownloadError, OSError) as exc:
-            raise SourceError(f"{source.describe()}: Google Drive download failed ({exc}). Partial bytes stay "
-                              f"in {final.parent}; rerun the stage to resume.") from exc
+            if is_disk_full(exc):
+                raise _disk_full(source, 0, final.parent) from None
+            raise SourceError(f"{source.describe()}: Google Drive download failed "
+                              f"({' '.join(str(exc).split())}). Partial bytes stay in {final.parent}; rerun the "
+                              "stage to resume.") from None
         if not staging.is_file():
             raise SourceError(f"{source.describe()}: gdown reported success but wrote no file at {staging}")
         if source.sha256 is not None:
             verify_sha256(staging, source, delete=True)
+        problem = content_problem(staging, expect)
+        if problem is not None:
+            raise _refuse_download(source, staging, problem)
         os.replace(staging, final)
     return final
+
+
+# ----------------------------------------------------------------------------- content checks
+
+
+def content_problem(path: Path, expect: str | None, thorough: bool = True) -> str | None:
+    """Why the file at `path` is not what a consumer expecting `expect` needs, or None.
+
+    Never an HTML page. `thorough` parses a whole JSON file (when a download
+    lands); otherwise only the first bytes are looked at (when a cached file
+    is reused).
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    wanted = CONTENT_KINDS.get(expect, "the expected file") if expect else "the expected file"
+    if not head:
+        return f"the file is empty, not {wanted}"
+    if _looks_like_html(head):
+        page = "an XML document" if head.lstrip().lower().startswith(b"<?xml") else "an HTML page"
+        return (f"the server sent {page}, not {wanted} (a Google Drive quota or virus-scan page, an error or login "
+                "page, or a captive portal?)")
+    if expect is None:
+        return None
+    kinds = expect.split("|")
+    problems = [_kind_problem(path, head, kind, thorough) for kind in kinds]
+    if all(problems):
+        return problems[0] if len(problems) == 1 else f"not {wanted} ({'; '.join(problems)})"
+    return None
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<!--", b"<?xml")) or (
+        start.startswith(b"<") and b"<html" in start)
+
+
+def _kind_problem(path: Path, head: bytes, kind: str, thorough: bool) -> str | None:
+    from tspnet.files import npy_problem
+
+    if kind == "npy":
+        return npy_problem(head)
+    if kind == "archive":
+        return None if archive_format(path) else f"not a .tar, .tar.gz or .zip archive (it starts with {head[:16]!r})"
+    if b"\x00" in head:
+        return f"binary data, not {CONTENT_KINDS[kind]}"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a character cut at the end of the head
+            return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if kind == "json":
+        return _json_problem(path, head, thorough)
+    return None
+
+
+def _json_problem(path: Path, head: bytes, thorough: bool) -> str | None:
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start not in (b"{", b"["):
+        return f"not JSON (it starts with {head[:16]!r})"
+    if thorough and path.stat().st_size <= JSON_PARSE_MAX_BYTES:
+        try:
+            with open(path, "rb") as f:
+                json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return f"not valid JSON ({flat(exc)})"
+    return None
+
+
+def _refuse_download(source: Source, path: Path, problem: str) -> SourceError:
+    """Delete a download that is not what it must be; the error names the param, the URL and what to do."""
+    path.unlink(missing_ok=True)
+    fix = (f"download it yourself (e.g. in a browser) and set {source.where} to its local path"
+           if source.kind == "url" else
+           f"wait for Google Drive's download quota to reset, or download it in a browser and set {source.where} "
+           "to its local path")
+    return SourceError(f"{source.describe()}: {problem}. Nothing was cached; check the address, or {fix}.")
+
+
+def _reusable(final: Path, source: Source, expect: str | None) -> bool:
+    """Whether a cached download may be reused; a file that fails the quick check is deleted (fetched again)."""
+    if not final.is_file():
+        return False
+    problem = content_problem(final, expect, thorough=False)
+    if problem is None:
+        return True
+    log.warning("%s: the cached %s is unusable (%s); deleting it and downloading again", source.describe(),
+                final, problem)
+    final.unlink()
+    return False
+
+
+def _disk_full(source: Source, received: int, partial: Path) -> SourceError:
+    return SourceError(f"{source.describe()}: the disk holding the download cache ({cache_dir()}) is full after "
+                       f"{received} bytes: free some space, or set {CACHE_ENV} to a larger disk, and rerun (the "
+                       f"bytes received so far are kept in {partial} and resumed)")
 
 
 # ----------------------------------------------------------------------------- archives
@@ -319,31 +487,72 @@ def archive_format(path: Path) -> str | None:
     return None
 
 
-def unpacked(archive: Path, source: Source) -> Path:
+def unpacked(archive: Path, source: Source, limits: UnpackLimits = UnpackLimits()) -> Path:
     """The archive's content in the cache, unpacked once per (path, size, mtime) of the archive."""
     info = archive.stat()
     key = hashlib.sha256(f"{archive}\0{info.st_size}\0{info.st_mtime_ns}".encode()).hexdigest()[:24]
     target = cache_dir() / "unpacked" / key
     with _locked(target.parent):
+        for stale in remove_stale_temporaries(target.parent):  # what killed unpacks left (the lock is ours)
+            log.info("removed %s, left by an interrupted unpack", stale)
         if not target.is_dir():
             log.info("%s: unpacking %s into %s", source.where, archive, target)
             with atomic_dir(target) as tmp:
-                unpack(archive, tmp, source.where)
+                unpack(archive, tmp, source.where, limits)
     return target
 
 
-def unpack(archive: Path, dest: Path, where: str = "archive") -> None:
-    """Unpack a zip or (gzipped) tar archive into the existing directory `dest`, refusing unsafe members."""
+def unpack(archive: Path, dest: Path, where: str = "archive", limits: UnpackLimits = UnpackLimits()) -> None:
+    """Unpack a zip or (gzipped) tar archive into the existing directory `dest`, refusing unsafe members.
+
+    Members are streamed and counted: past `limits` the unpack stops with an
+    error (the caller's temporary directory then goes with everything in it).
+    """
     kind = archive_format(archive)
+    budget = _Budget(archive, where, limits)
     try:
         if kind == "zip":
-            _unpack_zip(archive, dest, where)
+            _unpack_zip(archive, dest, where, budget)
         elif kind in ("tar", "tar.gz"):
-            _unpack_tar(archive, dest, where)
+            _unpack_tar(archive, dest, where, budget)
         else:
             raise SourceError(f"{where}: {archive} is not a zip, tar or tar.gz archive")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise SourceError(f"{where}: {archive} is not a readable archive ({exc})") from exc
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        if is_disk_full(exc):
+            raise SourceError(f"{where}: the disk is full while unpacking {archive} into {dest.parent} "
+                              f"({budget.written} bytes written, all removed): free some space, or set {CACHE_ENV} "
+                              "to a larger disk, and rerun") from None
+        raise SourceError(f"{where}: {archive} is not a readable archive ({flat(exc)}); if it was downloaded, it is "
+                          "deleted and fetched again on the next run") from None
+
+
+class _Budget:
+    """Bytes an archive may still unpack to: the smaller of archives.max_unpacked_gib and max_ratio x its size."""
+
+    def __init__(self, archive: Path, where: str, limits: UnpackLimits):
+        self.archive, self.where, self.limits = archive, where, limits
+        self.size = archive.stat().st_size
+        self.limit = min(limits.max_bytes, int(limits.max_ratio * max(self.size, 1)))
+        self.written = 0
+
+    def spend(self, count: int) -> None:
+        self.written += count
+        if self.written > self.limit:
+            by_ratio = self.limit < self.limits.max_bytes
+            rule = (f"archives.max_ratio = {self.limits.max_ratio:g} times its {self.size} bytes" if by_ratio else
+                    f"archives.max_unpacked_gib = {self.limits.max_bytes / GIB:g} GiB")
+            raise SourceError(f"{self.where}: {self.archive} unpacks to more than {self.limit} bytes "
+                              f"({rule}); refusing to unpack it (a zip bomb?) and nothing was kept. If you trust "
+                              "this archive, raise the limit in params.yaml (archives)")
+
+
+def _copy_member(stream, target: Path, budget: _Budget) -> None:
+    """Write one member's bytes to `target` (a new file with the umask's mode), counting them against the budget."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for block in iter(lambda: stream.read(CHUNK), b""):
+            budget.spend(len(block))
+            out.write(block)
 
 
 def _refuse(where: str, archive: Path, member: str, problem: str) -> SourceError:
@@ -351,26 +560,32 @@ def _refuse(where: str, archive: Path, member: str, problem: str) -> SourceError
                        "(archives may hold only regular files and directories inside the target)")
 
 
-def _check_member_path(name: str, dest: Path, where: str, archive: Path) -> None:
+def _member_target(name: str, dest: Path, where: str, archive: Path) -> Path:
     root = dest.resolve()
     target = (root / name).resolve()
     if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or not target.is_relative_to(root):
         raise _refuse(where, archive, name, "would land outside the target directory")
+    return target
 
 
-def _unpack_tar(archive: Path, dest: Path, where: str) -> None:
-    # One pass over the stream: each member is checked, then extracted (a .tar.gz is decompressed once).
+def _unpack_tar(archive: Path, dest: Path, where: str, budget: _Budget) -> None:
+    # One pass over the stream: each member is checked, then written (a .tar.gz is decompressed once).
     with tarfile.open(archive, "r:*") as tar:
         for member in tar:
             if member.issym() or member.islnk():
                 raise _refuse(where, archive, member.name, f"is a link (to {member.linkname!r})")
             if not (member.isfile() or member.isdir()):
                 raise _refuse(where, archive, member.name, "is a device, pipe or other special file")
-            _check_member_path(member.name, dest, where, archive)
-            tar.extract(member, dest, filter="data")
+            target = _member_target(member.name, dest, where, archive)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if member.size > budget.limit - budget.written:  # declared too large: refused before writing
+                budget.spend(member.size)
+            _copy_member(tar.extractfile(member), target, budget)
 
 
-def _unpack_zip(archive: Path, dest: Path, where: str) -> None:
+def _unpack_zip(archive: Path, dest: Path, where: str, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         for info in members:  # check every member before writing any
@@ -379,7 +594,13 @@ def _unpack_zip(archive: Path, dest: Path, where: str) -> None:
                 raise _refuse(where, archive, info.filename, "is a symbolic link")
             if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise _refuse(where, archive, info.filename, "is a device, pipe or other special file")
-            _check_member_path(info.filename, dest, where, archive)
+            _member_target(info.filename, dest, where, archive)
+        if sum(info.file_size for info in members) > budget.limit:  # as declared; the copy counts what comes
+            budget.spend(sum(info.file_size for info in members))
         for info in members:
-            zf.extract(info, dest)
-
+            target = _member_target(info.filename, dest, where, archive)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                with zf.open(info) as stream:
+                    _copy_member(stream, target, budget)

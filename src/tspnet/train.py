@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -81,26 +81,39 @@ def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: in
                     device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True) -> torch.Tensor:
     """[N, 3D] network inputs of every proposal, computed a few videos at a time."""
     dataset.require_features()
-    slices = proposals.video_slices()
-    feature_dim = int(dataset.info.feature_dim)
-    out = torch.empty((len(proposals), 3 * feature_dim), dtype=torch.float32, device=device)
-    segments = torch.from_numpy(proposals.segments)
-    rows_per_pass = max(1, ROI_PASS_BYTES // (bins * feature_dim * 4))
-    chunks = range(0, len(proposals.videos), videos_per_chunk)
-    for first in progress(chunks, f"RoI features {split}", "chunk", show_progress):
-        videos = proposals.videos[first:first + videos_per_chunk]
-        rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
-        if rows.stop == rows.start:
-            continue
-        store = dataset.feature_store(split, videos).to(device)
-        for start in range(rows.start, rows.stop, rows_per_pass):
-            part = slice(start, min(start + rows_per_pass, rows.stop))
-            local = torch.from_numpy(proposals.video_index[part] - first)
-            out[part] = proposal_features(store.features, segments[part].to(device), store.offsets[local],
-                                          store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
-        del store
+    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=torch.float32, device=device)
+    for part, values in pooled_parts(dataset, split, proposals, bins, widen_ratio, device, videos_per_chunk,
+                                     show_progress):
+        out[part] = values
     release_freed_memory()
     return out
+
+
+def pooled_parts(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
+                 device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True
+                 ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The network inputs of consecutive row ranges, in row order: a few videos' features at a time, at most
+    ROI_PASS_BYTES of RoI samples per pass. Memory stays at one chunk's features and one pass."""
+    dataset.require_features()
+    slices = proposals.video_slices()
+    feature_dim = int(dataset.info.feature_dim)
+    segments = torch.from_numpy(proposals.segments)
+    rows_per_pass = max(1, ROI_PASS_BYTES // (bins * feature_dim * 4))
+    # Counted in proposals, so that a video with very many of them shows progress too.
+    with progress(None, f"RoI features {split}", "proposal", show_progress, total=len(proposals)) as bar:
+        for first in range(0, len(proposals.videos), videos_per_chunk):
+            videos = proposals.videos[first:first + videos_per_chunk]
+            rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
+            if rows.stop == rows.start:
+                continue
+            store = dataset.feature_store(split, videos).to(device)
+            for start in range(rows.start, rows.stop, rows_per_pass):
+                part = slice(start, min(start + rows_per_pass, rows.stop))
+                local = torch.from_numpy(proposals.video_index[part] - first)
+                yield part, proposal_features(store.features, segments[part].to(device), store.offsets[local],
+                                              store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
+                bar.update(part.stop - part.start)
+            del store
 
 
 # Allocations of at least this size are mapped and unmapped directly instead of coming from
@@ -146,6 +159,38 @@ def predict(model: TSPNet, pooled: torch.Tensor, batch: int = 20000, bf16: bool 
         parts = [model(pooled[i:i + batch]) for i in range(0, pooled.shape[0], batch)]
     model.train(was_training)
     return ProposalHeads(*(torch.cat([getattr(p, name).float() for p in parts]) for name in ProposalHeads._fields))
+
+
+@torch.no_grad()
+def predict_parts(model: TSPNet, parts: Iterable[tuple[slice, torch.Tensor]], rows: int, batch: int = 20000,
+                  bf16: bool = False) -> ProposalHeads:
+    """`predict` over the rows that `parts` (e.g. `pooled_parts`) deliver in order, without holding them all.
+
+    Rows are gathered into forwards of `batch` rows, exactly the forwards `predict`
+    makes over the whole [rows, 3D] tensor, so the heads are the same (bit for bit
+    when a row is a multiple of 64 bytes, i.e. D a multiple of 16 as every real
+    feature size: the CPU's GEMM may round differently at other alignments); memory holds
+    one forward's inputs instead of every proposal's (the inference stage's
+    memory stays linear in a batch, not in the split).
+    """
+    was_training = model.training
+    model.eval()
+    outputs, pending, filled = [], [], 0
+    for part, values in parts:
+        pending.append(values)
+        filled += part.stop - part.start
+        while filled >= batch or (filled and part.stop == rows):
+            block = torch.cat(pending) if len(pending) > 1 else pending[0]
+            take = min(batch, filled)
+            with autocast(block.device, bf16):
+                outputs.append(model(block[:take]))
+            rest = block[take:]
+            pending, filled = ([rest] if len(rest) else []), len(rest)
+    model.train(was_training)
+    if not outputs:
+        empty = torch.empty(0)
+        return ProposalHeads(empty.reshape(0, model.num_classes + 1), empty, empty)
+    return ProposalHeads(*(torch.cat([getattr(o, name).float() for o in outputs]) for name in ProposalHeads._fields))
 
 
 class BatchSampler:
