@@ -68,11 +68,18 @@ def locator_results_path(locator_name: str, locators: dict[str, Any], locator_di
     if entry.get("dataset") != dataset_name:
         raise ValueError(f"{where}.dataset is {entry.get('dataset')!r}, but the pipeline runs on dataset "
                          f"{dataset_name!r}: choose a locator of that dataset, or set {where}.dataset")
-    source = sources.parse_source((entry.get("sources") or {}).get(split), f"{where}.sources.{split}")
+    split_sources = {s: sources.parse_source((entry.get("sources") or {}).get(s), f"{where}.sources.{s}")
+                     for s in ("train", "test")}
+    source = split_sources[split]
     if source is None:
         raise DataError(f"{where}.sources.{split} is not set: point it at the locator's {split} proposals "
                         "(ActivityNet results JSON in seconds, no NMS) as a path, an http(s) URL or {gdrive: id}")
-    path = sources.materialize(source, progress)
+    mirror = sources.parse_mirror(entry.get("mirror"), f"{where}.mirror")
+    try:
+        path = sources.materialize(source, progress, mirror)
+    except sources.SourceUnreachable as exc:
+        others = [s for s in split_sources.values() if s is not None]
+        raise DataError(sources.offline_help(exc, others, mirror, f"{where}.mirror")) from None
     if not path.is_file():
         raise DataError(f"{source.describe()}: {path} is not a file (expected an ActivityNet results JSON)")
     return path
