@@ -346,3 +346,23 @@ def test_largest_length_mismatch_matches_a_loop():
         worst, mismatch = largest_length_mismatch(videos, num_snippets, durations, 25 / 16)
         video, expected = largest_mismatch(videos, num_snippets, durations, 25, 16)
         assert videos[worst] == video and mismatch[worst] == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_unreachable_host_stops_fetch_with_one_message_naming_the_mirror(tmp_path: Path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{s.getsockname()[1]}/data"
+    entry = make_entry(tmp_path)
+    entry["sources"].update(gt=f"{host}/gt.json", fps={"url": f"{host}/fps.json", "sha256": "a" * 64},
+                            ambiguous=f"{host}/Ambiguous_test.txt")
+    with pytest.raises(DataError) as info:
+        fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
+    message = str(info.value)
+    assert message.startswith(f"datasets.toy.sources.gt (url {host}/gt.json): cannot reach 127.0.0.1 "
+                              "(connection refused). Without internet, put a copy of gt.json")
+    assert "`dvc exp run -S datasets.toy.mirror=/path/to/copies`" in message
+    assert ("will need a copy there too: datasets.toy.sources.fps (fps.json), datasets.toy.sources.ambiguous "
+            "(Ambiguous_test.txt).") in message
+    assert "partial" not in message and "\n" not in message and not (tmp_path / "ds").exists()
