@@ -22,8 +22,8 @@ x >= 0, floor(floor(x) / 16) = floor(x / 16), and GTEA's and BEOID's features
 run at the videos' own rate (feature_fps = fps), where the factor
 feature_fps / (fps * 16) is exactly 1/16 in floating point too. The time inside the snippet
 moves by less than one frame. A point is dropped, and counted, when its
-snippet time is not below T (with features: SF-Net's rule) or lies past the
-video's duration (without features).
+snippet time is not below the video's length in snippets: its T feature rows
+(SF-Net's rule), or without features its duration.
 
 The single-frame files carry no instance bounds: the table's `start_frame`
 and `stop_frame` columns repeat the point's frame (no stage reads them; LACP
