@@ -233,12 +233,93 @@ def test_durations_can_come_from_the_ground_truth(tmp_path: Path):
 def test_registry_entries_without_sources_say_what_is_missing(tmp_path: Path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name in ("gtea", "beoid"):
+        entry = copy.deepcopy(params["datasets"][name])
+        entry["sources"] = {group: None for group in entry["sources"]}
         with pytest.raises(DataError) as info:
-            fetch_dataset(name, copy.deepcopy(params["datasets"][name]), tmp_path / name, progress=False)
+            fetch_dataset(name, entry, tmp_path / name, progress=False)
         message = str(info.value)
-        for group in ("gt", "points", "fps"):
+        for group in ("gt", "points", "single_frames"):
             assert f"datasets.{name}.sources.{group}:" in message
-        assert "features" not in message.split("\n")[0]
+        assert "one of points and single_frames" in message
+        assert "features" not in message.split("\n")[0] and "sources.fps" not in message
+
+
+# ----------------------------------------------------------------------------- SF-Net single-frame points
+
+
+def single_frame_entry(tmp_path: Path) -> dict:
+    """The toy entry with SF-Net single-frame files instead of the point table.
+
+    video_order tst_1, val_1, val_2 draws 1, 1, 0 from two files (seed 1): val_1 takes B2.txt, val_2 A1.txt.
+    """
+    entry = make_entry(tmp_path)
+    src = tmp_path / "src"
+    (src / "frames").mkdir()
+    (src / "frames" / "A1.txt").write_text("val_1,1.0,Jump\n\nval_2,2.0,Throw\n")
+    (src / "frames" / "B2.txt").write_text("val_1,4.05,Jump\n\nval_1,15.0,Run\n\nval_1,32.5,Run\n\n"
+                                           "val_2,3.0,Run\n\ntst_1,5.0,Run\n")
+    np.save(src / "videoname.npy", np.array([b"tst_1", b"val_1", b"val_2"]))
+    entry["sources"].update(points=None, single_frames=[str(src / "frames/B2.txt"), str(src / "frames/A1.txt")],
+                            video_order=str(src / "videoname.npy"))
+    return entry
+
+
+def test_single_frame_points_are_converted(tmp_path: Path, caplog):
+    with caplog.at_level(logging.INFO):
+        fetch_dataset("toy", single_frame_entry(tmp_path), tmp_path / "ds", progress=False)
+    # val_1 (30 fps) from B2.txt: 4.05 s -> frame 121 (121.5 floored), 15 s -> 450, 32.5 s -> 975 = 50.78
+    # snippets, past its 50 feature rows: dropped. val_2 (25 fps) from A1.txt: 2 s -> frame 50.
+    assert (tmp_path / "ds" / "point_labels.csv").read_text() == (
+        "class,class_index,start_frame,stop_frame,video_id,point\n"
+        "Jump,0,121,121,val_1,121\nRun,1,450,450,val_1,450\nThrow,2,50,50,val_2,50\n")
+    assert "dropped 1 point(s) past their video's last snippet (feature rows)" in caplog.text
+    assert "B2.txt chosen for 1 video(s)" in caplog.text and "A1.txt chosen for 1 video(s)" in caplog.text
+    points = Dataset(tmp_path / "ds").points()
+    np.testing.assert_allclose(points["time"], [121 * 25 / (30 * 16), 450 * 25 / (30 * 16), 50 / 16])
+
+
+def test_a_fixed_annotator_and_a_directory_of_files(tmp_path: Path):
+    entry = single_frame_entry(tmp_path)
+    entry["sources"].update(single_frames=str(tmp_path / "src" / "frames"), video_order=None)
+    entry["annotator"] = 1  # A1.txt, the first in name order, for every video
+    fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
+    assert (tmp_path / "ds" / "point_labels.csv").read_text().splitlines()[1:] == [
+        "Jump,0,30,30,val_1,30", "Throw,2,50,50,val_2,50"]
+
+
+def test_frame_rates_from_the_ground_truth(tmp_path: Path):
+    entry = single_frame_entry(tmp_path)
+    gt_path = Path(entry["sources"]["gt"])
+    gt = json.loads(gt_path.read_text())
+    for video, item in gt["database"].items():
+        item["fps"] = VIDEOS[video][2]  # as in SF-Net's *_groundtruth.json
+    gt_path.write_text(json.dumps(gt))
+    entry["sources"]["fps"] = None
+    fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
+    assert json.loads((tmp_path / "ds" / "fps.json").read_text()) == {"val_1": 30.0, "val_2": 25.0, "tst_1": 30.0,
+                                                                      "tst_2": 24.0}
+    del gt["database"]["tst_2"]["fps"]
+    gt_path.write_text(json.dumps(gt))
+    with pytest.raises(DataError, match=r"gt.json, video tst_2, field 'fps': missing \(1 video\(s\)\), and "
+                                        r"datasets.toy.sources.fps is null"):
+        fetch_dataset("toy", entry, tmp_path / "ds2", progress=False)
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda e: e["sources"].update(points="p.csv"), ValueError,
+     r"datasets.toy.sources: points and single_frames are both set; keep one of them"),
+    (lambda e: e["sources"].update(video_order=None), DataError,
+     r"datasets.toy.sources.video_order: SF-Net's videoname.npy"),
+    (lambda e: e.update(annotator=3), DataError, r"datasets.toy.annotator: annotator 3 chosen, but there are 2"),
+    (lambda e: e.update(annotator=0), ValueError, r"datasets.toy.annotator: expected 'random' or an annotator"),
+    (lambda e: e.update(annotator_seed="1"), ValueError, r"datasets.toy.annotator_seed: expected an integer"),
+    (lambda e: e["sources"].update(single_frames=[]), ValueError, r"single_frames: an empty list"),
+])
+def test_bad_single_frame_settings(tmp_path: Path, edit, error, message):
+    entry = single_frame_entry(tmp_path)
+    edit(entry)
+    with pytest.raises(error, match=message):
+        fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -265,3 +346,23 @@ def test_largest_length_mismatch_matches_a_loop():
         worst, mismatch = largest_length_mismatch(videos, num_snippets, durations, 25 / 16)
         video, expected = largest_mismatch(videos, num_snippets, durations, 25, 16)
         assert videos[worst] == video and mismatch[worst] == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_unreachable_host_stops_fetch_with_one_message_naming_the_mirror(tmp_path: Path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{s.getsockname()[1]}/data"
+    entry = make_entry(tmp_path)
+    entry["sources"].update(gt=f"{host}/gt.json", fps={"url": f"{host}/fps.json", "sha256": "a" * 64},
+                            ambiguous=f"{host}/Ambiguous_test.txt")
+    with pytest.raises(DataError) as info:
+        fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
+    message = str(info.value)
+    assert message.startswith(f"datasets.toy.sources.gt (url {host}/gt.json): cannot reach 127.0.0.1 "
+                              "(connection refused). Without internet, put a copy of gt.json")
+    assert "`dvc exp run -S datasets.toy.mirror=/path/to/copies`" in message
+    assert ("will need a copy there too: datasets.toy.sources.fps (fps.json), datasets.toy.sources.ambiguous "
+            "(Ambiguous_test.txt).") in message
+    assert "partial" not in message and "\n" not in message and not (tmp_path / "ds").exists()

@@ -1,6 +1,7 @@
-"""Real THUMOS14 annotations and P-MIL proposals (../shared/data): registry checksums, the fetch stage
-over a loopback HTTP server, its refusals, the proposal import, and `dvc repro evaluate_base` without
-features. Every test skips when ../shared is absent (the `shared_data` fixture)."""
+"""Real THUMOS14, GTEA and BEOID annotations and P-MIL proposals (../shared/data): registry checksums, the
+fetch stage over a loopback HTTP server and from a local mirror, its refusals, SF-Net's point files, the
+proposal import, and `dvc exp run evaluate_base` from local copies without features. Every test skips when
+../shared is absent (the `shared_data` fixture)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ import copy
 import hashlib
 import io
 import json
+import socket
 import tarfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from tests.dvc_repo import copy_repo, dvc, set_params
+from tests.dvc_repo import TINY, commit, copy_repo, dvc, set_params
+from tests.reference.authors_model import AuthorsModel
 from tests.loopback_http import LoopbackServer
-from tspnet import evaluate, sources
+from tests.reference.sfnet_loop import sfnet_frame_labels
+from tspnet import evaluate, pipeline, sources
 from tspnet.datasets import Dataset
 from tspnet.fetch import fetch_dataset
 from tspnet.files import DataError
@@ -30,6 +35,9 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 COPIES = {"gt": "gt.json", "points": "point_labels.csv", "fps": "fps.json", "ambiguous": "Ambiguous_test.txt",
           "durations": "annotations_npy/duration.npy", "duration_videos": "annotations_npy/videoname.npy"}
 STREAM_DIM = 2  # tiny stand-in features: only their lengths matter here
+# SF-Net's files for GTEA and BEOID: registry group -> the copy in ../shared/data/<name>.
+SFNET_COPIES = {"gt": "groundtruth.json", "video_order": "annotations_npy/videoname.npy",
+                **{f"single_frames[{k - 1}]": f"single_frames/{{upper}}{k}.txt" for k in range(1, 5)}}
 
 
 def sha(data: bytes) -> str:
@@ -59,6 +67,112 @@ def test_registry_checksums_match_the_reference_copies(shared_data: Path):
     for split in ("train", "test"):
         assert PARAMS["locators"]["pmil"]["sources"][split]["sha256"] == sha(
             (shared_data / "proposals" / "pmil_base" / f"{split}.json").read_bytes()), split
+
+
+def registry_source(entry: dict, group: str) -> dict:
+    if group.startswith("single_frames["):
+        return entry["sources"]["single_frames"][int(group[len("single_frames["):-1])]
+    return entry["sources"][group]
+
+
+@pytest.mark.parametrize("name", ["gtea", "beoid"])
+def test_sfnet_registry_entries_match_the_reference_copies(shared_data: Path, name: str):
+    entry = PARAMS["datasets"][name]
+    for group, copy_name in SFNET_COPIES.items():
+        source = registry_source(entry, group)
+        copy_path = shared_data / name / copy_name.format(upper=name.upper())
+        assert source["sha256"] == sha(copy_path.read_bytes()), group
+        assert source["url"].startswith("https://raw.githubusercontent.com/Flowerfan/SF-Net/"
+                                        "a82bc04bd65cc4426cfd0c7665f236b93c37a78c/data/"), group
+        if group != "gt":  # SF-Net's data/<NAME>-Annotations/... keeps the file names
+            assert source["url"].endswith(f"/{name.upper()}-Annotations/{copy_name.format(upper=name.upper())}"
+                                          .replace("annotations_npy/", ""))
+    assert entry["sources"]["gt"]["url"].endswith(f"/data/{name}_groundtruth.json")
+
+
+def test_registry_class_orders_are_the_reference_ones(shared_data: Path):
+    """Classifier rows follow the registry: TSPNet's class_lists.json order, which is SF-Net's classlist.npy."""
+    lists = json.loads((shared_data / "class_lists.json").read_text())
+    for name, key in (("thumos14", "THUMOS14"), ("gtea", "GTEA"), ("beoid", "BEOID")):
+        assert PARAMS["datasets"][name]["classes"] == sorted(lists[key], key=lists[key].get), name
+    for name in ("gtea", "beoid"):
+        classlist = [c.decode() for c in np.load(shared_data / name / "annotations_npy/classlist.npy")]
+        assert PARAMS["datasets"][name]["classes"] == classlist, name
+
+
+def local_copies(shared: Path, root: Path) -> Path:
+    """A folder of local copies under their upstream file names: ../shared/data plus links for renamed files."""
+    root.mkdir()
+    (root / "shared").symlink_to(shared)
+    for name in ("gtea", "beoid"):
+        (root / f"{name}_groundtruth.json").symlink_to(shared / name / "groundtruth.json")
+    for split in ("train", "test"):
+        (root / f"detection_result_base_{split}.json").symlink_to(shared / "proposals/pmil_base" / f"{split}.json")
+    return root
+
+
+def sfnet_features(shared: Path, name: str, root: Path, dims: int = 4) -> Path:
+    """Stand-in SF-Net layout features, features/<split>/<video>.npy, one row per 16 frames of each video."""
+    database = json.loads((shared / name / "groundtruth.json").read_text())["database"]
+    rng = np.random.default_rng(0)
+    for video, entry in database.items():
+        split = {"training": "train", "validation": "test"}[entry["subset"]]
+        (root / split).mkdir(parents=True, exist_ok=True)
+        np.save(root / split / f"{video}.npy", rng.standard_normal((entry["num_frames"] // 16, dims), np.float32))
+    return root
+
+
+@pytest.mark.parametrize("name, videos", [("gtea", (21, 7)), ("beoid", (46, 12))])
+def test_fetch_sfnet_datasets_from_the_real_files(shared_data: Path, tmp_path: Path, name: str, videos):
+    entry = copy.deepcopy(PARAMS["datasets"][name])
+    entry["mirror"] = str(local_copies(shared_data, tmp_path / "copies"))
+    entry["sources"]["features"] = str(sfnet_features(shared_data, name, tmp_path / "features"))
+    entry["feature_dim"] = 4
+    info = fetch_dataset(name, entry, tmp_path / "ds", progress=False)
+    assert (len(info.videos["train"]), len(info.videos["test"])) == videos
+    database = json.loads((shared_data / name / "groundtruth.json").read_text())["database"]
+    fps = json.loads((tmp_path / "ds" / "fps.json").read_text())
+    assert fps == {v: float(e["fps"]) for v, e in database.items()}
+    assert all(info.durations[v] >= e["duration"] for v, e in database.items())
+    # The point table holds exactly SF-Net's labels of the seeded annotator draw.
+    order = [n.decode() for n in np.load(shared_data / name / "annotations_npy/videoname.npy")]
+    files = sorted((shared_data / name / "single_frames").glob("*.txt"))
+    expected = sfnet_frame_labels(files, order, set(info.videos["train"]), fps, info.num_snippets,
+                                  list(info.classes), seed=1)
+    points = Dataset(tmp_path / "ds").points()
+    got = {v: [(int(t), int(c)) for t, c in zip(g["time"], g["class_index"])] for v, g in points.groupby("video")}
+    assert got == {v: p for v, p in expected.items() if p}
+    assert len(points) == sum(len(p) for p in expected.values()) > 300
+
+
+def test_fetch_thumos14_and_import_pmil_from_local_copies(shared_data: Path, tmp_path: Path):
+    """The registry's URLs untouched, only the mirror params set: nothing is downloaded."""
+    copies = local_copies(shared_data, tmp_path / "copies")
+    entry = thumos14_entry()
+    entry["mirror"] = str(copies)
+    info = fetch_dataset("thumos14", entry, tmp_path / "ds", progress=False)
+    assert len(info.videos["test"]) == 210 and len(info.durations) == 410
+    locators = copy.deepcopy(PARAMS["locators"])
+    locators["pmil"]["mirror"] = str(copies)
+    run_proposals({"locator": "pmil", "invalid": "clip"}, tmp_path / "ds", tmp_path / "locator",
+                  tmp_path / "proposals", tmp_path / "metrics.json", locators=locators)
+    assert json.loads((tmp_path / "metrics.json").read_text())["proposals.test.read"] == 31587
+
+
+def test_unreachable_locator_sources_name_the_mirror_param(shared_data: Path, tmp_path: Path):
+    fetch_dataset("thumos14", local_entry(shared_data), tmp_path / "ds", progress=False)
+    locators = copy.deepcopy(PARAMS["locators"])
+    with socket.socket() as s:  # a loopback port nothing listens on: refused, whether or not there is internet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for split in ("train", "test"):
+        locators["pmil"]["sources"][split]["url"] = f"http://127.0.0.1:{port}/x/detection_result_base_{split}.json"
+    with pytest.raises(DataError) as info:
+        run_proposals({"locator": "pmil", "invalid": "clip"}, tmp_path / "ds", tmp_path / "locator",
+                      tmp_path / "proposals", tmp_path / "metrics.json", locators=locators)
+    message = str(info.value)
+    assert "cannot reach 127.0.0.1 (connection refused)" in message and "set locators.pmil.mirror" in message
+    assert "will need a copy there too: locators.pmil.sources.test (detection_result_base_test.json)" in message
 
 
 # ----------------------------------------------------------------------------- fetch over HTTP
@@ -220,12 +334,13 @@ def test_a_locator_of_another_dataset_is_refused(shared_data: Path, tmp_path: Pa
 
 
 @pytest.mark.pipeline
-def test_dvc_repro_evaluate_base_with_pmil_and_no_features(shared_data: Path, tmp_path: Path):
+def test_dvc_exp_run_evaluate_base_from_local_copies_without_features(shared_data: Path, tmp_path: Path):
+    """README, "Without internet": the one command, with the registry's URLs, the reference copies as mirror."""
     work = copy_repo(tmp_path / "repo")
+    copies = local_copies(shared_data, tmp_path / "copies")
     tiou_thresholds = PARAMS["datasets"]["thumos14"]["tiou_thresholds"]
-    set_params(work, {"dataset": "thumos14", "datasets.thumos14": local_entry(shared_data),
-                      "proposals.locator": "pmil", "locators": pmil_locators(shared_data)})
-    result = dvc(["repro", "evaluate_base"], work)  # the cache: $TSPNET_CACHE from the autouse fixture
+    result = dvc(["exp", "run", "evaluate_base", "-S", "dataset=thumos14", "-S", "proposals.locator=pmil",
+                  "-S", f"datasets.thumos14.mirror={copies}", "-S", f"locators.pmil.mirror={copies}"], work)
 
     assert [s for s in ("fetch", "locate", "proposals", "evaluate_base") if f"Running stage '{s}'" in result.stdout] \
         == ["fetch", "locate", "proposals", "evaluate_base"]
@@ -238,6 +353,7 @@ def test_dvc_repro_evaluate_base_with_pmil_and_no_features(shared_data: Path, tm
     direct = evaluate.evaluate_detections(ground_truth, detections, tiou_thresholds)
     for key, value in direct.summary().items():
         assert metrics[f"base.{key}"] == pytest.approx(value, abs=1e-9), key
+    assert metrics["base.avg_0.1_0.7"] == pytest.approx(43.15, abs=0.005)  # the README's table
     imported = json.loads((work / "metrics/proposals.json").read_text())["proposals.test.imported"]
     assert len(detections) == imported - metrics["base.dropped_ambiguous"]  # soft-NMS rescores, never drops
 
@@ -245,3 +361,49 @@ def test_dvc_repro_evaluate_base_with_pmil_and_no_features(shared_data: Path, tm
     assert result.returncode != 0 and "Running stage 'train'" in result.stdout
     assert "datasets.thumos14.sources.features" in result.stderr  # names the param to set
     assert "Traceback" not in result.stderr  # a clear message, not a stack trace
+
+
+# The base locator of the GTEA chain below. Branch `lacp` adds `locate.method`; at the merge this
+# becomes {"locate.method": "lacp"} and the test runs the paper's chain unchanged otherwise.
+GTEA_LOCATOR = {"proposals.locator": "builtin"}
+GTEA_DIM = 16  # stand-in features; the registry's 2048 is overridden
+
+
+@pytest.mark.pipeline
+def test_gtea_chain_from_sfnet_files_then_the_authors_weights(shared_data: Path, tmp_path: Path):
+    """`dvc exp run -S dataset=gtea -S datasets.gtea.sources.features=DIR` (+ the mirror, offline): fetch from
+    SF-Net's real files through labels; then train.checkpoint, a state dict in the authors' layout, to the end."""
+    work = copy_repo(tmp_path / "repo")
+    set_params(work, {**TINY, **GTEA_LOCATOR, "datasets.gtea.feature_dim": GTEA_DIM})
+    commit(work, "tiny GTEA settings")
+    copies = local_copies(shared_data, tmp_path / "copies")
+    features = sfnet_features(shared_data, "gtea", tmp_path / "features", GTEA_DIM)
+    gtea = ["-S", "dataset=gtea", "-S", f"datasets.gtea.sources.features={features}",
+            "-S", f"datasets.gtea.mirror={copies}"]
+
+    result = dvc(["exp", "run", "labels", *gtea], work)
+    assert all(f"Running stage '{s}'" in result.stdout for s in ("fetch", "locate", "proposals", "labels"))
+    manifest = json.loads((work / "data/dataset/dataset.json").read_text())
+    assert manifest["name"] == "gtea" and manifest["feature_dim"] == GTEA_DIM
+    assert len(manifest["videos"]["train"]) == 21 and len(manifest["videos"]["test"]) == 7
+    order = [n.decode() for n in np.load(shared_data / "gtea/annotations_npy/videoname.npy")]
+    fps = {v: 15.0 for v in order}
+    expected = sfnet_frame_labels(sorted((shared_data / "gtea/single_frames").glob("*.txt")), order,
+                                  set(manifest["videos"]["train"]), fps, manifest["num_snippets"],
+                                  PARAMS["datasets"]["gtea"]["classes"], seed=1)
+    labels = json.loads((work / "metrics/labels.json").read_text())
+    assert labels["labels.points"] == sum(len(p) for p in expected.values())
+
+    torch.manual_seed(0)
+    authors = AuthorsModel(GTEA_DIM, len(PARAMS["datasets"]["gtea"]["classes"]))
+    torch.save(authors.state_dict(), tmp_path / "best_model.pkl")
+    result = dvc(["exp", "run", *gtea, "-S", f"train.checkpoint={tmp_path / 'best_model.pkl'}"], work)
+    assert all(f"Running stage '{s}'" in result.stdout for s in ("train", "infer", "evaluate_base", "evaluate"))
+    assert json.loads((work / "metrics/train.json").read_text()) == {"train.status": pipeline.CHECKPOINT_STATUS}
+    pooled = torch.randn(13, 3 * GTEA_DIM)
+    loaded = pipeline.load_model(work / "data/model/model.pt")
+    torch.testing.assert_close(loaded(pooled).cls, authors.heads(pooled)[0], rtol=1e-5, atol=1e-6)
+    assert "tspnet.avg_0.1_0.7" in json.loads((work / "metrics/tspnet.json").read_text())
+    points = (work / "data/model/points.csv").read_text().splitlines()
+    assert len(points) == labels["labels.points"] + 1  # unmoved: nothing was trained
+    assert "up to date" in dvc(["status"], work).stdout

@@ -290,3 +290,146 @@ def test_truncated_archive_is_a_clear_error(tmp_path: Path):
     path.write_bytes(tar_bytes({"x.npy": PAYLOAD}, gzip=True)[:200])
     with pytest.raises(SourceError, match="is not a readable archive"):
         unpack(path, tmp_path)
+
+
+# ----------------------------------------------------------------------------- mirrors
+
+
+def mirror_with(root: Path, files: dict[str, bytes]) -> sources.Mirror:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return sources.parse_mirror(str(root), "datasets.x.mirror")
+
+
+def test_a_mirror_copy_is_used_by_name_and_checksum_without_a_request(server: LoopbackServer, tmp_path: Path):
+    mirror = mirror_with(tmp_path / "copies", {"deep/er/gt.json": PAYLOAD, "other/gt.json.bak": b"x"})
+    source = parse_source({"url": server.add("/repo/data/gt.json", PAYLOAD), "sha256": sha(PAYLOAD)}, "k")
+    assert materialize(source, progress=False, mirror=mirror) == mirror.path / "deep/er/gt.json"
+    assert server.requests == []  # no download was attempted
+
+
+def test_a_mirror_is_searched_through_links(server: LoopbackServer, tmp_path: Path):
+    mirror_with(tmp_path / "elsewhere", {"sub/gt.json": PAYLOAD})
+    (tmp_path / "copies").mkdir()
+    (tmp_path / "copies" / "linked").symlink_to(tmp_path / "elsewhere")
+    source = parse_source({"url": server.add("/gt.json", PAYLOAD), "sha256": sha(PAYLOAD)}, "k")
+    found = materialize(source, progress=False, mirror=sources.parse_mirror(str(tmp_path / "copies"), "m"))
+    assert found.read_bytes() == PAYLOAD and server.requests == []
+
+
+def test_the_copy_with_the_right_checksum_wins_among_files_of_one_name(tmp_path: Path):
+    mirror = mirror_with(tmp_path / "copies", {"a/videoname.npy": b"gtea", "b/videoname.npy": b"beoid"})
+    source = parse_source({"url": "https://h/r/videoname.npy", "sha256": sha(b"beoid")}, "k")
+    assert materialize(source, progress=False, mirror=mirror) == mirror.path / "b/videoname.npy"
+
+
+def test_a_wrong_copy_in_the_mirror_is_an_error_naming_both_checksums(server: LoopbackServer, tmp_path: Path):
+    mirror = mirror_with(tmp_path / "copies", {"gt.json": b"stale"})
+    source = parse_source({"url": server.add("/gt.json", PAYLOAD), "sha256": sha(PAYLOAD)},
+                          "datasets.x.sources.gt")
+    with pytest.raises(SourceError) as info:
+        materialize(source, progress=False, mirror=mirror)
+    message = str(info.value)
+    assert f"{mirror.path / 'gt.json'} has sha256 {sha(b'stale')}" in message
+    assert f"datasets.x.sources.gt.sha256 is {sha(PAYLOAD)}" in message and "datasets.x.mirror" in message
+    assert server.requests == []  # a wrong copy is not silently replaced by a download
+
+
+def test_without_a_checksum_one_copy_is_used_and_two_are_ambiguous(tmp_path: Path):
+    mirror = mirror_with(tmp_path / "copies", {"train.json": b"{}"})
+    source = parse_source("https://h/r/train.json", "locators.x.sources.train")
+    assert materialize(source, progress=False, mirror=mirror) == mirror.path / "train.json"
+    mirror_with(tmp_path / "copies", {"old/train.json": b"{ }"})
+    with pytest.raises(SourceError, match=r"holds several files named train.json .*train.sha256 is not set"):
+        materialize(source, progress=False, mirror=mirror)
+
+
+def test_a_file_missing_from_the_mirror_is_downloaded(server: LoopbackServer, tmp_path: Path):
+    mirror = mirror_with(tmp_path / "copies", {"fps.json": b"{}"})
+    source = parse_source({"url": server.add("/gt.json", PAYLOAD), "sha256": sha(PAYLOAD)}, "k")
+    assert materialize(source, progress=False, mirror=mirror).read_bytes() == PAYLOAD
+    assert len(server.requests) == 1
+
+
+def test_a_mirror_must_be_a_directory(tmp_path: Path):
+    assert sources.parse_mirror(None, "datasets.x.mirror") is None
+    with pytest.raises(SourceError, match=r"datasets.x.mirror: .*missing is not a directory"):
+        sources.parse_mirror(str(tmp_path / "missing"), "datasets.x.mirror")
+    with pytest.raises(ValueError, match=r"datasets.x.mirror: expected a directory or null"):
+        sources.parse_mirror(3, "datasets.x.mirror")
+
+
+# ----------------------------------------------------------------------------- unreachable hosts
+
+
+def refusing_url(path: str) -> str:
+    """A URL on a loopback port nothing listens on: the connection is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def test_a_refused_connection_fails_at_once_without_retries(monkeypatch: pytest.MonkeyPatch, cache: Path):
+    attempts = []
+    real_urlopen = sources.urllib.request.urlopen
+    monkeypatch.setattr(sources.urllib.request, "urlopen", lambda *a, **k: attempts.append(1) or real_urlopen(*a, **k))
+    source = parse_source({"url": refusing_url("/data/gt.json"), "sha256": sha(PAYLOAD)}, "datasets.x.sources.gt")
+    with pytest.raises(sources.SourceUnreachable) as info:
+        materialize(source, progress=False)
+    assert len(attempts) == 1
+    message = str(info.value)
+    assert "cannot reach 127.0.0.1 (connection refused)" in message and "set datasets.x.sources.gt" in message
+    assert "partial" not in message and downloads(cache) == []
+
+
+def test_a_dns_failure_fails_at_once(monkeypatch: pytest.MonkeyPatch):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(sources.SourceUnreachable, match=r"cannot reach raw.example.org \(DNS lookup failed: "
+                                                        r"Name or service not known\)"):
+        materialize(parse_source("https://raw.example.org/x/gt.json", "k"), progress=False)
+
+
+def test_a_failure_with_nothing_received_does_not_mention_a_partial_file(server: LoopbackServer, cache: Path):
+    source = parse_source(server.add("/f.bin", PAYLOAD, ["error500"] * sources.DOWNLOAD_ATTEMPTS), "k")
+    with pytest.raises(SourceError) as info:
+        materialize(source, progress=False)
+    assert "failed 3 times" in str(info.value) and "Nothing was received" in str(info.value)
+    assert ".partial" not in str(info.value) and downloads(cache) == []
+
+
+def test_offline_help_names_the_mirror_param_and_what_else_needs_a_copy(tmp_path: Path, cache: Path,
+                                                                        server: LoopbackServer):
+    mirror = mirror_with(tmp_path / "copies", {"fps.json": b"{}"})
+    local = tmp_path / "points.csv"
+    local.write_text("x")
+    cached = parse_source({"url": server.add("/ambiguous.txt", b"a"), "sha256": sha(b"a")}, "d.sources.ambiguous")
+    materialize(cached, progress=False)  # already in the download cache
+    failed = parse_source({"url": "https://host/r/gt.json", "sha256": sha(b"g")}, "d.sources.gt")
+    others = [failed, parse_source({"url": "https://host/r/fps.json", "sha256": sha(b"{}")}, "d.sources.fps"),
+              parse_source(str(local), "d.sources.points"), cached,
+              parse_source({"url": "https://host/r/duration.npy"}, "d.sources.durations"),
+              parse_source({"gdrive": "FILEID"}, "d.sources.features")]
+    text = sources.offline_help(sources.SourceUnreachable(failed, "DNS lookup failed: no name"), others, mirror,
+                                "d.mirror")
+    assert text.startswith("d.sources.gt (url https://host/r/gt.json): cannot reach host (DNS lookup failed")
+    assert "put a copy of gt.json, under that name, in the folder d.mirror names" in text
+    assert "`dvc exp run -S d.mirror=/path/to/copies`" in text
+    assert text.count("will need a copy there too: d.sources.durations (duration.npy).") == 1  # not fps, points
+    assert "set these to local paths: d.sources.features." in text and "\n" not in text
+
+
+def test_an_archive_can_be_kept_whole(tmp_path: Path):
+    path = tmp_path / "best_model.pkl"
+    path.write_bytes(zip_bytes({"archive/data.pkl": b"x"}))  # torch.save writes a zip file
+    source = parse_source(str(path), "train.checkpoint")
+    assert materialize(source, progress=False, unpack=False) == path
+    assert materialize(source, progress=False).is_dir()

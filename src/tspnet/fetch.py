@@ -7,7 +7,10 @@ into the same layout as the synthetic dataset:
 
 - gt.json with the entry's split mapping applied and the excluded videos removed;
 - point_labels.csv, fps.json, ambiguous.txt (empty when the dataset has none),
-  restricted to the dataset's videos;
+  restricted to the dataset's videos; the points come from a point table in
+  frames (`points`) or from SF-Net's single-frame files in seconds
+  (`single_frames`, one annotator per video: `tspnet.sfnet`); the frame rates
+  from an fps table or the ground truth's `fps` fields;
 - features: read in place (the manifest records their directory and a
   fingerprint of every file) or copied into the dataset (`copy: true`), or
   absent: the base locator's proposals can be imported and evaluated without
@@ -18,6 +21,10 @@ features for every stream, dimensions agree across videos, no NaN or
 infinity, feature lengths agree with video durations (within
 `length_tolerance_s`), every point lies inside its video and names a known
 class. Errors name the file, the video and the field.
+
+Downloadable sources are looked up first in the entry's `mirror` folder, if
+set (`tspnet.sources.find_in_mirror`); an unreachable URL stops the stage with
+one message naming that param and every other source that will need a copy.
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from tspnet import console, synthetic, units
+from tspnet import console, sfnet, synthetic, units
 from tspnet.datasets import (FEATURE_LAYOUTS, POINT_COLUMNS, SPLITS, DatasetInfo, feature_relpaths,
                              read_points_table, scan_feature_file, validate_points, write_manifest)
 from tspnet.files import (NPY_MAGIC, DataError, ParamsError, atomic_dir, describe, file_sha256, load_npy,
                           positive_numbers, read_json, write_json, write_text)
-from tspnet.sources import Source, UnpackLimits, materialize, parse_source
+from tspnet.sources import (Mirror, Source, SourceUnreachable, UnpackLimits, materialize, offline_help,
+                            parse_mirror, parse_source)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +57,11 @@ SOURCE_GROUPS = {
           "[{\"segment\": [start, end] in seconds, \"label\"}]}}}",
     "points": "the point labels: CSV with columns " + ",".join(POINT_COLUMNS)
               + " (frames at the video's own frame rate)",
-    "fps": "the frame rate of every video: JSON {video: fps}",
+    "single_frames": "instead of `points`, SF-Net's single-frame files, one per annotator (lines "
+                     "`video,seconds,class`): a list of files, or a directory of *.txt files",
+    "video_order": "SF-Net's videoname.npy: the order in which videos draw their annotator (annotator: random)",
+    "fps": "the frame rate of every video: JSON {video: fps} (not needed when the ground truth gives `fps` "
+           "per video)",
     "ambiguous": "the ambiguous segments: text lines `video start end` in seconds",
     "durations": "each video's duration in seconds: JSON {video: seconds}, or a W-TALC duration.npy "
                  "together with duration_videos",
@@ -58,11 +70,13 @@ SOURCE_GROUPS = {
                 "<split>/flow/<video>.npy (layout lacp), or <split>/<video>.npy (layout sfnet)",
 }
 # What each group's file must be before a download of it enters the cache (tspnet.sources.CONTENT_KINDS).
-SOURCE_CONTENT = {"gt": "json", "points": "csv", "fps": "json", "ambiguous": "text", "durations": "json|npy",
-                  "duration_videos": "npy", "features": "archive"}
-REQUIRED_GROUPS = ("gt", "points", "fps")
+SOURCE_CONTENT = {"gt": "json", "points": "csv", "single_frames": "text", "video_order": "npy", "fps": "json",
+                  "ambiguous": "text", "durations": "json|npy", "duration_videos": "npy", "features": "archive"}
+POINT_GROUPS = ("points", "single_frames")  # exactly one of them
 ENTRY_KEYS = ("source", "classes", "feature_fps", "snippet_frames", "feature_layout", "feature_dim",
-              "tiou_thresholds", "filter_ambiguous", "splits", "exclude", "length_tolerance_s", "sources")
+              "tiou_thresholds", "filter_ambiguous", "splits", "exclude", "length_tolerance_s", "sources",
+              "annotator", "annotator_seed", "mirror")
+OPTIONAL_KEYS = ("feature_dim", "annotator", "annotator_seed", "mirror")
 FEATURE_ROOT_SEARCH_DEPTH = 3  # an archive may wrap the split folders in a few directories
 # An annotation may end after its video's recorded duration (THUMOS14's W-TALC table has four such
 # videos, the worst ending at 1.86x), which then raises the duration; beyond this factor it is a wrong
@@ -114,7 +128,11 @@ class FilesEntry:
     splits: dict[str, str]  # our split -> the `subset` name in the ground truth
     exclude: frozenset[str]
     length_tolerance_s: float
-    sources: dict[str, Source | None]
+    sources: dict[str, Source | None]  # every group but single_frames
+    single_frames: tuple[Source, ...] = ()  # SF-Net annotator files (or directories of them)
+    annotator: str | int = sfnet.RANDOM  # `random` (SF-Net's seeded draw per video) or a fixed 1-based file
+    annotator_seed: int = sfnet.DEFAULT_SEED
+    mirror: Mirror | None = None
 
     @classmethod
     def from_params(cls, name: str, entry: dict[str, Any]) -> "FilesEntry":
@@ -122,7 +140,7 @@ class FilesEntry:
         unknown = sorted(set(entry) - set(ENTRY_KEYS))
         if unknown:
             raise ParamsError(f"{where}: unknown keys {unknown} (a files entry takes {list(ENTRY_KEYS)})")
-        missing = [k for k in ENTRY_KEYS if k not in entry and k != "feature_dim"]
+        missing = [k for k in ENTRY_KEYS if k not in entry and k not in OPTIONAL_KEYS]
         if missing:
             raise ParamsError(f"{where}: missing keys {missing}")
         splits = entry["splits"]
@@ -144,7 +162,12 @@ class FilesEntry:
             splits={str(k): str(v) for k, v in splits.items()},
             exclude=frozenset(str(v) for v in entry["exclude"] or ()),
             length_tolerance_s=float(entry["length_tolerance_s"]),
-            sources={g: parse_source(sources.get(g), f"{where}.sources.{g}") for g in SOURCE_GROUPS},
+            sources={g: parse_source(sources.get(g), f"{where}.sources.{g}") for g in SOURCE_GROUPS
+                     if g != "single_frames"},
+            single_frames=parse_source_list(sources.get("single_frames"), f"{where}.sources.single_frames"),
+            annotator=sfnet.parse_annotator(entry.get("annotator", sfnet.RANDOM), f"{where}.annotator"),
+            annotator_seed=_integer(entry.get("annotator_seed", sfnet.DEFAULT_SEED), f"{where}.annotator_seed"),
+            mirror=parse_mirror(entry.get("mirror"), f"{where}.mirror"),
         )
         config.validate()
         return config
@@ -159,36 +182,99 @@ class FilesEntry:
             raise ParamsError(f"{where}.classes: must be a non-empty list of distinct names")
         if len(set(self.splits.values())) != len(self.splits):
             raise ParamsError(f"{where}.splits: each split needs its own subset, got {self.splits}")
-        missing = [g for g in REQUIRED_GROUPS if self.sources[g] is None]
+        missing = ["gt"] if self.sources["gt"] is None else []
+        if self.sources["points"] is None and not self.single_frames:
+            missing += list(POINT_GROUPS)
+        if self.sources["points"] is not None and self.single_frames:
+            raise ParamsError(f"{where}.sources: points and single_frames are both set; keep one of them")
+        if self.single_frames and self.annotator == sfnet.RANDOM and self.sources["video_order"] is None:
+            missing.append("video_order")
         if self.filter_ambiguous and self.sources["ambiguous"] is None:
             missing.append("ambiguous")
         if missing:
             wanted = "; ".join(f"{where}.sources.{g}: {SOURCE_GROUPS[g]}" for g in missing)
             raise DataError(f"{where}: these sources are not set (null in params.yaml): {wanted}. Set each to a "
-                            "local path, an http(s) URL or {gdrive: <file id>} (README, 'Real data').")
+                            "local path, an http(s) URL or {gdrive: <file id>} (README, 'Real data')"
+                            + (" -- one of points and single_frames." if "single_frames" in missing else "."))
+
+    def all_sources(self) -> list[tuple[str, Source]]:
+        """(group, source) of every source that is set, in fetch order: small files first, features last."""
+        listed = [(g, s) for g, s in self.sources.items() if s is not None and g != "features"]
+        features = [("features", self.sources["features"])] if self.sources["features"] is not None else []
+        return [*listed, *(("single_frames", s) for s in self.single_frames), *features]
 
     @property
     def snippets_per_second(self) -> float:
         return units.snippets_per_second(self.feature_fps, self.snippet_frames)
 
 
+def parse_source_list(spec: Any, where: str) -> tuple[Source, ...]:
+    """A group that takes several sources: a list of them, or one (e.g. a directory); () for null."""
+    if spec is None:
+        return ()
+    if isinstance(spec, list):
+        if not spec:
+            raise ParamsError(f"{where}: an empty list (use null for none)")
+        return tuple(parse_source(item, f"{where}[{i}]") for i, item in enumerate(spec))
+    return (parse_source(spec, where),)
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- a dataset from files
+
+
+def materialize_sources(config: FilesEntry, progress: bool = True, limits: UnpackLimits | None = None
+                        ) -> tuple[dict[str, Path], list[Path]]:
+    """(path of each single-valued group, the single-frame files in sorted name order), fetched in order.
+
+    An unreachable URL stops here, before any further download, with one
+    message naming the mirror param and every source that will need a copy.
+    """
+    paths: dict[str, Path] = {}
+    frames: list[Path] = []
+    for group, source in config.all_sources():
+        try:
+            path = materialize(source, progress, SOURCE_CONTENT[group], limits, mirror=config.mirror)
+        except SourceUnreachable as exc:
+            raise DataError(offline_help(exc, [s for _, s in config.all_sources()], config.mirror,
+                                         f"datasets.{config.name}.mirror")) from None
+        if group == "single_frames":
+            frames += single_frame_files(path, source)
+        else:
+            paths[group] = path
+    for group, path in paths.items():
+        if group != "features" and not path.is_file():
+            raise DataError(f"{config.sources[group].describe()}: {path} is not a file "
+                            f"(expected {SOURCE_GROUPS[group]})")
+    # SF-Net indexes its files in directory-listing order; sorted names make the index portable.
+    return paths, sorted(frames, key=lambda p: p.name)
+
+
+def single_frame_files(path: Path, source: Source) -> list[Path]:
+    """A single-frame source's files: the file itself, or the *.txt files of a directory."""
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.glob("*.txt") if p.is_file())
+    if not files:
+        raise DataError(f"{source.describe()}: {path} holds no *.txt file (expected "
+                        f"{SOURCE_GROUPS['single_frames']})")
+    return files
 
 
 def fetch_files(root: Path, config: FilesEntry, progress: bool = True, limits: UnpackLimits | None = None
                 ) -> DatasetInfo:
     """Materialise the entry's sources, validate them together and write the dataset under `root`."""
-    paths = {group: materialize(source, progress, SOURCE_CONTENT[group], limits)
-             for group, source in config.sources.items() if source is not None}
-    for group, path in paths.items():
-        if group != "features" and not path.is_file():
-            raise DataError(f"{config.sources[group].describe()}: {path} is not a file "
-                            f"(expected {SOURCE_GROUPS[group]})")
-    videos, database, gt_durations = read_ground_truth(paths["gt"], config)
+    paths, frame_files = materialize_sources(config, progress, limits)
+    videos, database, gt_durations, gt_fps = read_ground_truth(paths["gt"], config)
     all_videos = [v for split in SPLITS for v in videos[split]]
     durations, unreliable = at_least_annotated(read_durations(paths, config, all_videos, gt_durations),
                                                database, paths)
-    video_fps = read_fps(paths["fps"], all_videos)
+    video_fps = read_fps(paths, config, all_videos, gt_fps)
     features = None
     if "features" in paths:
         checked = {v: d for v, d in durations.items() if v not in unreliable}
@@ -213,7 +299,10 @@ def fetch_files(root: Path, config: FilesEntry, progress: bool = True, limits: U
         feature_root=None if features is None or copy_features else str(features.root),
         feature_fingerprint={} if features is None or copy_features else features.fingerprint(),
     )
-    points = filtered_points(paths["points"], config, info, video_fps)
+    if "points" in paths:
+        points = filtered_points(paths["points"], config, info, video_fps)
+    else:
+        points = single_frame_points(frame_files, paths.get("video_order"), config, info, video_fps)
     ambiguous = ambiguous_lines(paths.get("ambiguous"), set(all_videos), config.exclude)
 
     if copy_features:
@@ -231,15 +320,16 @@ def fetch_files(root: Path, config: FilesEntry, progress: bool = True, limits: U
     return info
 
 
-def read_ground_truth(path: Path, config: FilesEntry) -> tuple[dict[str, list[str]], dict[str, dict], dict[str, Any]]:
-    """(videos per split, ActivityNet database to write, durations the file gives) from the ground truth."""
+def read_ground_truth(path: Path, config: FilesEntry
+                      ) -> tuple[dict[str, list[str]], dict[str, dict], dict[str, Any], dict[str, Any]]:
+    """(videos per split, ActivityNet database to write, durations and frame rates the file gives)."""
     from tspnet.evaluate import load_ground_truth  # validates every segment and label, naming the video
 
     load_ground_truth(path, subset=None)
     database = read_json(path)["database"]
     split_of_subset = {subset: split for split, subset in config.splits.items()}
     videos: dict[str, list[str]] = {split: [] for split in SPLITS}
-    out, durations, skipped = {}, {}, Counter()
+    out, durations, fps, skipped = {}, {}, {}, Counter()
     for video, entry in database.items():
         split = split_of_subset.get(str(entry.get("subset")))
         if video in config.exclude or split is None:
@@ -255,6 +345,8 @@ def read_ground_truth(path: Path, config: FilesEntry) -> tuple[dict[str, list[st
         out[video] = {"subset": split, "annotations": annotations}
         if entry.get("duration") is not None:
             durations[video] = entry["duration"]
+        if entry.get("fps") is not None:  # SF-Net's ground truth has the frame rate of every video
+            fps[video] = entry["fps"]
         videos[split].append(video)
     for what, count in sorted(skipped.items()):
         log.info("%s: left out %d video(s): %s", path, count, what)
@@ -263,7 +355,7 @@ def read_ground_truth(path: Path, config: FilesEntry) -> tuple[dict[str, list[st
             present = sorted({str(e.get("subset")) for e in database.values()})
             raise DataError(describe(path, field="subset") + f": no video of subset {subset!r} for the {split} "
                             f"split (subsets present: {present}; see datasets.{config.name}.splits)")
-    return videos, out, durations
+    return videos, out, durations, fps
 
 
 def read_durations(paths: dict[str, Path], config: FilesEntry, videos: list[str],
@@ -333,9 +425,19 @@ def w_talc_durations(path: Path, paths: dict[str, Path], config: FilesEntry) -> 
     return dict(zip(decoded, seconds.astype(np.float64).tolist()))
 
 
-def read_fps(path: Path, videos: list[str]) -> dict[str, float]:
-    """The frame rate of each dataset video that the table lists (points need one for each training video)."""
-    return positive_numbers(path, read_json(path), videos, "fps")
+def read_fps(paths: dict[str, Path], config: FilesEntry, videos: list[str], gt_fps: dict[str, Any]
+             ) -> dict[str, float]:
+    """The frame rate of each dataset video: the fps table's, else the ground truth's `fps` fields.
+
+    The table may list only some videos (points need one for each training video).
+    """
+    if "fps" in paths:
+        return positive_numbers(paths["fps"], read_json(paths["fps"]), videos, "fps")
+    missing = [v for v in videos if v not in gt_fps]
+    if missing:
+        raise DataError(describe(paths["gt"], missing[0], "fps") + f": missing ({len(missing)} video(s)), and "
+                        f"datasets.{config.name}.sources.fps is null: set it to {SOURCE_GROUPS['fps']}")
+    return positive_numbers(paths["gt"], gt_fps, videos, "fps")
 
 
 def filtered_points(path: Path, config: FilesEntry, info: DatasetInfo, video_fps: dict[str, float]) -> str:
@@ -348,6 +450,36 @@ def filtered_points(path: Path, config: FilesEntry, info: DatasetInfo, video_fps
     validate_points(table, path, info, video_fps)
     text = io.StringIO()
     table[POINT_COLUMNS].to_csv(text, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return text.getvalue()
+
+
+def single_frame_points(files: list[Path], order_path: Path | None, config: FilesEntry, info: DatasetInfo,
+                        video_fps: dict[str, float]) -> str:
+    """The point CSV from SF-Net's single-frame files: one annotator per training video (`tspnet.sfnet`)."""
+    where = f"datasets.{config.name}"
+    frames = [sfnet.read_single_frames(path) for path in files]
+    train = list(info.videos["train"])
+    order = sfnet.read_video_order(order_path) if order_path is not None else None
+    choice = sfnet.choose_annotators(config.annotator, len(frames), config.annotator_seed, order, train,
+                                     f"{where}.annotator", f"{where}.sources.video_order")
+    lengths = info.lengths_in_snippets(train)
+    converted = sfnet.point_table(frames, choice, config.classes, video_fps, config.feature_fps,
+                                  config.snippet_frames, None if lengths is None else dict(zip(train, lengths)))
+    used = Counter(choice.values())
+    log.info("%s: points from %s (annotator %s%s): %d points for %d training videos; %s", where,
+             ", ".join(p.name for p in files), config.annotator,
+             f", seed {config.annotator_seed}" if config.annotator == sfnet.RANDOM else "",
+             len(converted.table), len(train), ", ".join(f"{files[i].name} chosen for {used[i]} video(s)"
+                                                          for i in sorted(used)))
+    if converted.past_end:
+        log.warning("%s: dropped %d point(s) past their video's last snippet (%s)", where, converted.past_end,
+                    "feature rows" if info.has_features else "duration")
+    if converted.other_videos:
+        log.info("%s: %d point(s) of videos outside the training split are not used", where,
+                 converted.other_videos)
+    validate_points(converted.table, f"{where}.sources.single_frames", info, video_fps)
+    text = io.StringIO()
+    converted.table[POINT_COLUMNS].to_csv(text, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     return text.getvalue()
 
 

@@ -73,11 +73,18 @@ def locator_results_path(locator_name: str, locators: dict[str, Any], locator_di
     if entry.get("dataset") != dataset_name:
         raise ParamsError(f"{where}.dataset is {entry.get('dataset')!r}, but the pipeline runs on dataset "
                           f"{dataset_name!r}: choose a locator of that dataset, or set {where}.dataset")
-    source = sources.parse_source((entry.get("sources") or {}).get(split), f"{where}.sources.{split}")
+    split_sources = {s: sources.parse_source((entry.get("sources") or {}).get(s), f"{where}.sources.{s}")
+                     for s in ("train", "test")}
+    source = split_sources[split]
     if source is None:
         raise DataError(f"{where}.sources.{split} is not set: point it at the locator's {split} proposals "
                         "(ActivityNet results JSON in seconds, no NMS) as a path, an http(s) URL or {gdrive: id}")
-    path = sources.materialize(source, progress, "json", limits)
+    mirror = sources.parse_mirror(entry.get("mirror"), f"{where}.mirror")
+    try:
+        path = sources.materialize(source, progress, "json", limits, mirror=mirror)
+    except sources.SourceUnreachable as exc:
+        others = [s for s in split_sources.values() if s is not None]
+        raise DataError(sources.offline_help(exc, others, mirror, f"{where}.mirror")) from None
     if not path.is_file():
         raise DataError(f"{source.describe()}: {path} is not a file (expected an ActivityNet results JSON)")
     return path
@@ -142,6 +149,13 @@ def run_labels(labels_params: dict, dataset_dir: Path, proposals_dir: Path, out:
 # ---------------------------------------------------------------------------------- train
 def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: Path, proposals_dir: Path,
               labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path) -> None:
+    """Train TSPNet, or, with `train.checkpoint` set, load the authors' released weights instead."""
+    checkpoint = sources.parse_source(train_params.get("checkpoint"), "train.checkpoint")
+    if checkpoint is not None:
+        run_load_checkpoint(train_params, checkpoint, dataset_dir, proposals_dir, labels_dir, out, metrics_path,
+                            live_dir, plots_dir)
+        return
+
     from dvclive import Live
 
     from tspnet import plots
@@ -165,14 +179,7 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
         result = train_tspnet(pooled, proposals, points, labels, dataset.info.num_classes, config,
                               int(base["seed"]), log_step, bf16=uses_bf16(base, device))
 
-    with atomic_dir(out) as tmp:
-        save_model(tmp / "model.pt", result.model)
-        moved = points[["point_id", "video", "class_index", "frame"]].assign(
-            original_time=points["time"].to_numpy(), final_time=result.points["time"].to_numpy())
-        with atomic_path(tmp / "points.csv") as path:
-            moved.to_csv(path, index=False, float_format="%.6f")
-        save_npz(tmp / "center_labels.npz", initial=labels.center_label, final=result.labels.center_label,
-                 initial_points=labels.num_points, final_points=result.labels.num_points)
+    write_model_outputs(out, result.model, points, result.points["time"].to_numpy(), labels, result.labels)
     plots.write_loss_plot(result.history, plots_dir / "train_losses.png")
     plots.write_center_label_plot(labels.center_label, result.labels.center_label, plots_dir)
     final = result.history[-1]
@@ -181,6 +188,51 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
         last = result.updates[-1]
         metrics.update({"train.moved_points": last["moved_points"], "train.mean_point_shift": last["mean_shift"]})
     write_json(metrics_path, metrics)
+
+
+def write_model_outputs(out: Path, model: TSPNet, points: pd.DataFrame, final_time: np.ndarray,
+                        initial: ProposalLabels, final: ProposalLabels) -> None:
+    """data/model: the network, the points before and after updating, the center labels before and after."""
+    with atomic_dir(out) as tmp:
+        save_model(tmp / "model.pt", model)
+        moved = points[["point_id", "video", "class_index", "frame"]].assign(
+            original_time=points["time"].to_numpy(), final_time=final_time)
+        with atomic_path(tmp / "points.csv") as path:
+            moved.to_csv(path, index=False, float_format="%.6f")
+        save_npz(tmp / "center_labels.npz", initial=initial.center_label, final=final.center_label,
+                 initial_points=initial.num_points, final_points=final.num_points)
+
+
+CHECKPOINT_STATUS = "not trained here: loaded from train.checkpoint"
+
+
+def run_load_checkpoint(train_params: dict, source: sources.Source, dataset_dir: Path, proposals_dir: Path,
+                        labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path) -> None:
+    """The train stage's outputs from the authors' released weights: nothing is trained, no point moves."""
+    from tspnet import checkpoint, plots
+
+    dataset = Dataset(dataset_dir)
+    info = dataset.info
+    path = sources.materialize(source, expect="checkpoint", unpack=False)  # torch.save writes a zip: keep it whole
+    if not path.is_file():
+        raise DataError(f"{source.describe()}: {path} is not a file (expected the authors' state dict)")
+    state = checkpoint.read_state_dict(path, source.describe())
+    # Without features (infer will ask for them) D comes from the checkpoint itself.
+    feature_dim = info.feature_dim or checkpoint.infer_feature_dim(state) or 2048
+    rows = checkpoint.class_rows(info.classes, train_params.get("checkpoint_classes"), "train.checkpoint_classes")
+    model = checkpoint.tspnet_from_state_dict(state, feature_dim, info.num_classes, source.describe(), rows,
+                                              float(train_params["dropout"]))
+    log.info("train: loaded %s (%d-d features, %d classes); not training", source.describe(), feature_dim,
+             info.num_classes)
+    proposals = Proposals.load(proposals_dir / "train.npz")
+    points = dataset.points()
+    labels = load_labels(labels_dir / "train.npz", len(proposals), info.num_classes)
+    write_model_outputs(out, model, points, points["time"].to_numpy(), labels, labels)
+    (live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # dvc.yaml's plot folder: no steps
+    plots.write_note_figure(plots_dir / "train_losses.png", "Training losses",
+                            f"{CHECKPOINT_STATUS}\n({source.kind} {source.location})")
+    plots.write_center_label_plot(labels.center_label, labels.center_label, plots_dir)
+    write_json(metrics_path, {"train.status": CHECKPOINT_STATUS})
 
 
 def save_model(path: Path, model: TSPNet) -> None:

@@ -72,6 +72,15 @@ def write_loss_plot(history: list[dict], path: Path) -> None:
     save_figure(figure, path)
 
 
+def write_note_figure(path: Path, title: str, note: str) -> None:
+    """A figure that only says why there is nothing to draw (e.g. no training happened)."""
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    axis.axis("off")
+    axis.set_title(title)
+    axis.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=axis.transAxes)
+    save_figure(figure, path)
+
+
 def write_center_label_plot(initial: np.ndarray, final: np.ndarray, plots_dir: Path) -> None:
     """Histogram of the training proposals' center labels before and after saliency point updating."""
     edges = np.linspace(0.0, 1.0, 21)

@@ -151,6 +151,8 @@ class DatasetSources(Group):
     ambiguous: Source = None
     durations: Source = None
     duration_videos: Source = None
+    single_frames: Source | Annotated[list[Source], Field(min_length=1)] = None  # instead of points (SF-Net)
+    video_order: Source = None  # SF-Net's videoname.npy: the order of the annotator draws
 
 
 class Splits(Group):
@@ -170,6 +172,9 @@ class FilesDataset(Group):
     splits: Splits
     exclude: list[Name] | None
     length_tolerance_s: NonNegative
+    annotator: Literal["random"] | Count = "random"  # SF-Net's seeded draw per video, or one annotator file
+    annotator_seed: Seed = 1
+    mirror: Name | None = None  # a folder of local copies of the URL sources
     sources: DatasetSources | None
 
 
@@ -204,6 +209,7 @@ class LocatorSources(Group):
 
 class Locator(Group):
     dataset: Name | None  # the dataset its proposals belong to; null = any (builtin)
+    mirror: Name | None = None  # a folder of local copies of the URL sources
     sources: LocatorSources | None
 
 
@@ -226,6 +232,8 @@ class Train(Group):
     update_threshold: UnitInterval
     log_every: Count
     rows_per_forward: Count
+    checkpoint: Source = None  # the authors' released weights instead of training
+    checkpoint_classes: ClassNames | None = None  # the checkpoint's class order, if not the dataset's
 
 
 class Infer(Group):

@@ -30,11 +30,20 @@ and so is an archive that unpacks to more than `archives.max_unpacked_gib`
 or `archives.max_ratio` times its own size (a zip bomb). A refused or
 unreadable download is deleted with everything unpacked from it; the
 temporaries of a killed unpack are removed by the next run.
+
+Without internet, a *mirror* (a local folder of copies, one registry param
+per dataset or locator) stands in for the URLs: a URL source is looked up
+there by its upstream file name (the last part of the URL path), anywhere
+below the folder, and used only if its sha256 matches; this happens before
+any download. A URL whose host cannot be reached (no DNS answer, connection
+refused, no route) fails at once, without the retries meant for transfers
+that break off half way, with one message that says which param to set.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -42,6 +51,7 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import tarfile
 import time
@@ -94,11 +104,22 @@ CONTENT_KINDS = {
     "npy": "a numpy .npy array",
     "json|npy": "a JSON file or a numpy .npy array",
     "archive": "a .tar, .tar.gz or .zip archive",
+    "checkpoint": "a PyTorch checkpoint (torch.save's file)",
 }
 
 
 class SourceError(DataError):
     """A source cannot be read, downloaded, verified or unpacked."""
+
+
+class SourceUnreachable(SourceError):
+    """The host of a URL cannot be reached at all (no network, DNS failure, connection refused)."""
+
+    def __init__(self, source: "Source", reason: str) -> None:
+        self.source, self.reason = source, reason
+        super().__init__(f"{source.describe()}: cannot reach {urllib.parse.urlparse(source.location).hostname} "
+                         f"({reason}). Without internet, download the file elsewhere and set {source.where} "
+                         "to its local path.")
 
 
 @dataclass(frozen=True)
@@ -182,14 +203,19 @@ def cache_dir() -> Path:
 
 
 def materialize(source: Source, progress: bool = True, expect: str | None = None,
-                limits: UnpackLimits | None = None) -> Path:
+                limits: UnpackLimits | None = None, mirror: "Mirror | None" = None, unpack: bool = True) -> Path:
     """A local file or directory with the source's content: downloaded, verified and unpacked as needed.
 
     `expect` (a key of CONTENT_KINDS, or None for anything but an HTML page)
     is what a download must be before it is cached; local files are the
-    consumer's to validate. An archive is unpacked within `limits`.
+    consumer's to validate. An archive is unpacked within `limits`, unless
+    `unpack` is False (a torch checkpoint is a zip file). With a mirror, a URL
+    source is taken from it when a copy is there (see `find_in_mirror`).
     """
-    if source.kind == "path":
+    found = find_in_mirror(source, mirror) if mirror is not None else None
+    if found is not None:
+        path = found
+    elif source.kind == "path":
         path = Path(source.location).expanduser()
         if not path.exists():
             raise SourceError(f"{source.where}: {path.resolve()} does not exist")
@@ -202,12 +228,12 @@ def materialize(source: Source, progress: bool = True, expect: str | None = None
         path = download_url(source, progress, expect)
     else:
         path = download_gdrive(source, progress, expect)
-    if not (path.is_file() and archive_format(path)):
+    if not (unpack and path.is_file() and archive_format(path)):
         return path
     try:
         return unpacked(path, source, limits or UnpackLimits())
     except SourceError as exc:
-        if source.kind == "path":
+        if source.kind == "path" or found is not None:
             raise
         path.unlink(missing_ok=True)  # never keep a download that cannot be unpacked
         raise SourceError(f"{exc} The download was deleted from the cache.") from None
@@ -279,11 +305,8 @@ def download_url(source: Source, progress: bool = True, expect: str | None = Non
             except _Interrupted as exc:
                 log.warning("%s: %s (attempt %d of %d)", source.describe(), exc, attempt, DOWNLOAD_ATTEMPTS)
                 if attempt == DOWNLOAD_ATTEMPTS:
-                    raise SourceError(
-                        f"{source.describe()}: the download failed {DOWNLOAD_ATTEMPTS} times (last: {flat(exc)}). The "
-                        f"{partial.stat().st_size if partial.exists() else 0} bytes received are kept in "
-                        f"{partial}; rerun the stage to resume."
-                    ) from None
+                    raise SourceError(f"{source.describe()}: the download failed {DOWNLOAD_ATTEMPTS} times "
+                                      f"(last: {flat(exc)}). {_kept_part(partial)}") from None
                 time.sleep(RETRY_BACKOFF_S * attempt)
         if source.sha256 is not None:
             verify_sha256(partial, source, delete=True)
@@ -309,6 +332,9 @@ def _http_transfer(source: Source, partial: Path, progress: bool, timeout_s: flo
             raise _Interrupted(f"HTTP {exc.code} {exc.reason}") from None
         raise SourceError(f"{source.describe()}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
+        reason = unreachable_reason(exc)
+        if reason is not None:  # no network or no such host: retrying in seconds will not help
+            raise SourceUnreachable(source, reason) from None
         raise _Interrupted(f"cannot connect ({flat(exc)})") from None
     with response:
         if have and response.status == 200:
@@ -417,6 +443,10 @@ def _kind_problem(path: Path, head: bytes, kind: str, thorough: bool) -> str | N
         return npy_problem(head)
     if kind == "archive":
         return None if archive_format(path) else f"not a .tar, .tar.gz or .zip archive (it starts with {head[:16]!r})"
+    if kind == "checkpoint":  # torch.save's zip archive, or the legacy pickle format (protocol byte 0x80)
+        if archive_format(path) == "zip" or head.startswith(b"\x80"):
+            return None
+        return f"not a PyTorch checkpoint (it starts with {head[:16]!r})"
     if b"\x00" in head:
         return f"binary data, not {CONTENT_KINDS[kind]}"
     try:
@@ -469,6 +499,137 @@ def _disk_full(source: Source, received: int, partial: Path) -> SourceError:
     return SourceError(f"{source.describe()}: the disk holding the download cache ({cache_dir()}) is full after "
                        f"{received} bytes: free some space, or set {CACHE_ENV} to a larger disk, and rerun (the "
                        f"bytes received so far are kept in {partial} and resumed)")
+
+
+def _kept_part(partial: Path) -> str:
+    size = partial.stat().st_size if partial.exists() else 0
+    if size == 0:
+        return "Nothing was received; rerun the stage to try again."
+    return f"The {size} bytes received are kept in {partial}; rerun the stage to resume."
+
+
+# Connection errors that say the host cannot be reached at all, as opposed to a transfer breaking off.
+UNREACHABLE_ERRNOS = {errno.ECONNREFUSED: "connection refused", errno.ENETUNREACH: "network unreachable",
+                      errno.EHOSTUNREACH: "no route to host", errno.EADDRNOTAVAIL: "address not available"}
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why a connection attempt shows the host to be unreachable (DNS, refused, no route); None otherwise."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return f"DNS lookup failed: {reason.strerror or reason}"
+    if isinstance(reason, OSError) and reason.errno in UNREACHABLE_ERRNOS:
+        return UNREACHABLE_ERRNOS[reason.errno]
+    return None
+
+
+# ----------------------------------------------------------------------------- mirrors
+
+MIRROR_SEARCH_DEPTH = 4  # folder levels below the mirror searched for a file name
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A local folder of copies of URL sources, and the params key that set it (for messages)."""
+
+    path: Path
+    key: str
+
+
+def parse_mirror(value: Any, key: str) -> Mirror | None:
+    """A Mirror from its params value (a directory; relative to the repository root); None for `null`."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ParamsError(f"{key}: expected a directory or null, got {value!r}")
+    path = Path(value.strip()).expanduser()
+    if not path.is_dir():
+        raise SourceError(f"{key}: {path.resolve()} is not a directory (the folder holding local copies of this "
+                          "entry's downloadable files, under their upstream names)")
+    return Mirror(path.resolve(), key)
+
+
+def upstream_name(source: Source) -> str | None:
+    """The file name a URL source has upstream (the last part of its path); None for other kinds."""
+    if source.kind != "url":
+        return None
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(source.location).path)).name
+    return name or None
+
+
+def mirror_candidates(mirror: Mirror, name: str) -> list[Path]:
+    """Files called `name` at or below the mirror (links followed, sorted, at most MIRROR_SEARCH_DEPTH down)."""
+    found = []
+    for directory, subdirs, files in os.walk(mirror.path, followlinks=True):
+        depth = len(Path(directory).relative_to(mirror.path).parts)
+        subdirs[:] = sorted(subdirs) if depth < MIRROR_SEARCH_DEPTH else []
+        if name in files:
+            found.append(Path(directory) / name)
+    return sorted(found)
+
+
+def find_in_mirror(source: Source, mirror: Mirror) -> Path | None:
+    """The mirror's copy of a URL source: its upstream file name, with the source's sha256; None if absent.
+
+    A file of that name whose content differs is an error (naming the file and
+    both checksums), so a wrong copy is never used silently; with no sha256 in
+    params, a single file of that name is used as it is.
+    """
+    name = upstream_name(source)
+    if name is None:
+        return None
+    candidates = mirror_candidates(mirror, name)
+    if not candidates:
+        return None
+    if source.sha256 is None:
+        if len(candidates) > 1:
+            raise SourceError(f"{source.describe()}: {mirror.key} holds several files named {name} "
+                              f"({', '.join(map(str, candidates))}) and {source.where}.sha256 is not set to tell "
+                              "them apart: keep one, or set the sha256")
+        log.warning("%s: using %s from %s without a checksum (%s.sha256 is not set)", source.where, candidates[0],
+                    mirror.key, source.where)
+        return candidates[0]
+    digests = {path: sha256_file(path) for path in candidates}
+    for path, digest in digests.items():
+        if digest == source.sha256:
+            log.info("%s: using %s (%s)", source.where, path, mirror.key)
+            return path
+    listed = "; ".join(f"{path} has sha256 {digest}" for path, digest in digests.items())
+    raise SourceError(f"{source.describe()}: {mirror.key} ({mirror.path}) has a file named {name}, but not the "
+                      f"expected one: {listed}; {source.where}.sha256 is {source.sha256}. Replace the copy with "
+                      "the upstream file, or, if you trust it, set that sha256 to its checksum.")
+
+
+def is_available_offline(source: Source, mirror: Mirror | None) -> bool:
+    """Whether a source can be materialised without the network: local, already downloaded, or mirrored."""
+    if source.kind == "path":
+        return True
+    name = "gdrive" if source.kind == "gdrive" else PurePosixPath(urllib.parse.urlparse(source.location).path).name
+    if _download_target(source, name).is_file():
+        return True
+    try:
+        return mirror is not None and find_in_mirror(source, mirror) is not None
+    except SourceError:
+        return False
+
+
+def offline_help(failed: SourceUnreachable, others: list[Source], mirror: Mirror | None, mirror_key: str) -> str:
+    """One message for an unreachable URL: the param that points at local copies, and what else will need one."""
+    source = failed.source
+    need = [s for s in others if s is not source and not is_available_offline(s, mirror)]
+    copies = [f"{s.where} ({upstream_name(s)})" for s in need if s.kind == "url"]
+    drive = [s.where for s in need if s.kind == "gdrive"]
+    folder = f"the folder {mirror_key} names ({mirror.path})" if mirror is not None else "one folder"
+    text = (f"{source.describe()}: cannot reach {urllib.parse.urlparse(source.location).hostname} "
+            f"({failed.reason}). Without internet, put a copy of {upstream_name(source)}, under that name, in "
+            f"{folder} (any subfolder; it is checked against its sha256) and set {mirror_key}: "
+            f"`dvc exp run -S {mirror_key}=/path/to/copies`.")
+    if copies:
+        text += " These sources will need a copy there too: " + ", ".join(copies) + "."
+    if drive:
+        text += " Google Drive sources are not looked up in a mirror; set these to local paths: " + ", ".join(drive)
+        text += "."
+    return text
 
 
 # ----------------------------------------------------------------------------- archives
