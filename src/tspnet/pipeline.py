@@ -161,7 +161,7 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
             moved.to_csv(path, index=False, float_format="%.6f")
         save_npz(tmp / "center_labels.npz", initial=labels.center_label, final=result.labels.center_label,
                  initial_points=labels.num_points, final_points=result.labels.num_points)
-    plots.write_loss_plot(result.history, plots_dir / "train_losses.png")
+    plots.write_loss_plot(result.history, plots_dir)
     plots.write_center_label_plot(labels.center_label, result.labels.center_label, plots_dir)
     final = result.history[-1]
     metrics = {f"train.{k}": v for k, v in final.items() if k != "step"}
