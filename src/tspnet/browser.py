@@ -254,7 +254,7 @@ def check_plots_page(page: Path, dvc_yaml: Path, timeout: float = 120.0, screens
         chrome.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
 
         probe = CHART_PROBE.replace("IDS", json.dumps(ids))
-        deadline = time.monotonic() + timeout
+        deadline, timed_out = time.monotonic() + timeout, None
         while True:
             result = chrome.send("Runtime.evaluate", {"expression": probe, "returnByValue": True}, session=session)
             state = json.loads(result.get("result", {}).get("value") or '{"tracked": false, "charts": []}')
@@ -262,7 +262,10 @@ def check_plots_page(page: Path, dvc_yaml: Path, timeout: float = 120.0, screens
             loaded = any(e.get("method") == "Page.loadEventFired" for e in chrome.events)
             # A page without our template keeps no status: nothing more will come once it has loaded.
             finished = not state["tracked"] or all(c.done or not c.present for c in charts)
-            if loaded and finished or time.monotonic() > deadline:
+            if loaded and finished:
+                break
+            if time.monotonic() > deadline:
+                timed_out = f"the page was still loading or drawing after {timeout:.0f} s"
                 break
             time.sleep(0.2)
 
@@ -281,6 +284,7 @@ def check_plots_page(page: Path, dvc_yaml: Path, timeout: float = 120.0, screens
         time.sleep(0.3)
         without_data = photograph()
         requests, errors = _requests_and_errors(chrome.events)
+        errors += [timed_out] if timed_out else []
 
     for chart in charts:
         chart.data_pixels = _changed_pixels(image, without_data, chart.box)
