@@ -7,9 +7,16 @@ export DVC_NO_ANALYTICS := 1
 # Stages run `python`: the venv's, as for a user who activated it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test bench venv clean-venv
+# The HTML template of `dvc plots show` / `dvc plots diff` (.dvc/config plots.html_template), with the
+# Vega libraries inlined from the pinned vl-convert-python, so the page renders with no network.
+PLOT_PAGE := .dvc/plots/offline.html
 
-venv: $(STAMP)
+.PHONY: repro test bench venv clean-venv check-plots
+
+venv: $(STAMP) $(PLOT_PAGE)
+
+$(PLOT_PAGE): $(STAMP) src/tspnet/plot_page.py
+	$(PY) -m tspnet.plot_page build $@
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +24,23 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-repro: $(STAMP)
+repro: venv
 	$(VENV)/bin/dvc repro
 
-test: $(STAMP)
+test: venv
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: venv
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+# `dvc plots show` and `dvc plots diff` (workspace vs HEAD), each opened in headless Chromium with
+# the network off: every plot of dvc.yaml drawn, no request, no script error (needs chromium).
+check-plots: venv
+	mkdir -p dvc_plots
+	$(VENV)/bin/dvc plots show -o dvc_plots/show
+	$(PY) -m tspnet.plot_page check dvc_plots/show/index.html --screenshot dvc_plots/show/screenshot.png
+	$(VENV)/bin/dvc plots diff -o dvc_plots/diff
+	$(PY) -m tspnet.plot_page check dvc_plots/diff/index.html --screenshot dvc_plots/diff/screenshot.png
 
 clean-venv:
 	rm -rf $(VENV)

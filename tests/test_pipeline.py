@@ -129,11 +129,22 @@ def test_seed_sweep_and_its_summary(repo: Path):
 
 
 def test_plots_render_offline(repo: Path):
+    from tspnet import plot_page
+    from tspnet.browser import check_plots_page, find_chromium
+
+    if not (repo / plot_page.TEMPLATE_PATH).is_file():  # `make venv` writes it; the copy has no venv of its own
+        plot_page.write_page_template(repo / plot_page.TEMPLATE_PATH)
     dvc(["plots", "show"], repo)
     page = (repo / "dvc_plots" / "index.html").read_text()
     for title in ("mAP vs tIoU", "Training losses", "Confidence vs quality", "Center labels"):
         assert title in page, title
-    dvc(["plots", "diff", "HEAD", "lr-1e-4"], repo)
+    assert plot_page.scan_page(page) == ([], [])
+    dvc(["plots", "diff", "HEAD", "lr-1e-4", "-o", "dvc_plots_diff"], repo)
+    assert plot_page.scan_page((repo / "dvc_plots_diff" / "index.html").read_text()) == ([], [])
+    if find_chromium():  # the stages' real CSVs, drawn with the network off (tests/test_plot_page.py has the rest)
+        for html in (repo / "dvc_plots" / "index.html", repo / "dvc_plots_diff" / "index.html"):
+            report = check_plots_page(html, repo / "dvc.yaml")
+            assert report.ok, report.describe()
     for png in ("map_vs_tiou.png", "per_class_ap.png", "alignment.png", "train_losses.png", "center_labels.png"):
         assert (repo / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 

@@ -180,7 +180,7 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
                               int(base["seed"]), log_step, bf16=uses_bf16(base, device))
 
     write_model_outputs(out, result.model, points, result.points["time"].to_numpy(), labels, result.labels)
-    plots.write_loss_plot(result.history, plots_dir / "train_losses.png")
+    plots.write_loss_plot(result.history, plots_dir)
     plots.write_center_label_plot(labels.center_label, result.labels.center_label, plots_dir)
     final = result.history[-1]
     metrics = {f"train.{k}": v for k, v in final.items() if k != "step"}
@@ -229,6 +229,7 @@ def run_load_checkpoint(train_params: dict, source: sources.Source, dataset_dir:
     labels = load_labels(labels_dir / "train.npz", len(proposals), info.num_classes)
     write_model_outputs(out, model, points, points["time"].to_numpy(), labels, labels)
     (live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # dvc.yaml's plot folder: no steps
+    plots.write_csv(plots_dir / "train_losses.csv", plots.loss_table([]))
     plots.write_note_figure(plots_dir / "train_losses.png", "Training losses",
                             f"{CHECKPOINT_STATUS}\n({source.kind} {source.location})")
     plots.write_center_label_plot(labels.center_label, labels.center_label, plots_dir)
