@@ -71,21 +71,13 @@ class TrainConfig:
         return config
 
 
-# RoI features are computed for this many bytes of [proposals, bins, D] float32 at a time and
-# written straight into the cache, so that building it needs little beyond the cache itself
-# (THUMOS14: peak RSS about the size of the feature files, see bench/bench_thumos_scale.py).
-ROI_PASS_BYTES = 64 << 20
-
-
 def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
                     device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True) -> torch.Tensor:
     """[N, 3D] network inputs of every proposal, computed a few videos at a time."""
     dataset.require_features()
     slices = proposals.video_slices()
-    feature_dim = int(dataset.info.feature_dim)
-    out = torch.empty((len(proposals), 3 * feature_dim), dtype=torch.float32, device=device)
+    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=torch.float32, device=device)
     segments = torch.from_numpy(proposals.segments)
-    rows_per_pass = max(1, ROI_PASS_BYTES // (bins * feature_dim * 4))
     chunks = range(0, len(proposals.videos), videos_per_chunk)
     for first in progress(chunks, f"RoI features {split}", "chunk", show_progress):
         videos = proposals.videos[first:first + videos_per_chunk]
@@ -93,11 +85,9 @@ def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: in
         if rows.stop == rows.start:
             continue
         store = dataset.feature_store(split, videos).to(device)
-        for start in range(rows.start, rows.stop, rows_per_pass):
-            part = slice(start, min(start + rows_per_pass, rows.stop))
-            local = torch.from_numpy(proposals.video_index[part] - first)
-            out[part] = proposal_features(store.features, segments[part].to(device), store.offsets[local],
-                                          store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
+        local = torch.from_numpy(proposals.video_index[rows] - first)
+        proposal_features(store.features, segments[rows].to(device), store.offsets[local], store.lengths[local],
+                          bins, widen_ratio, out=out[rows])
         del store
     release_freed_memory()
     return out
