@@ -42,7 +42,7 @@ from tspnet.roi import roi_align  # noqa: E402
 OUT_DIR = REPO / "bench" / "out"
 SNIPPETS_PER_SECOND = 25 / 16
 # Tolerances for "identical": relative to the reference's largest magnitude. TF32 and bfloat16
-# keep 10 and 7 bits of mantissa in the products, so on CUDA they are compared at that precision.
+# keep 10 and 7 bits of mantissa in the products, so they are compared at that precision.
 TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 
 
@@ -50,7 +50,8 @@ TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 def add_device_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", choices=sorted(TOLERANCES),
-                        help="params base.precision; tf32 and bf16 apply on CUDA only (default: %(default)s)")
+                        help="params base.precision; tf32 applies on CUDA only, bf16 on CUDA and on CPUs with "
+                             "native bfloat16 (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON results file (default: bench/out/<name>.json)")
@@ -178,10 +179,10 @@ def gemm_flops(gemms: list[tuple[int, int, int]]) -> float:
 def floor_products(gemms: list[tuple[int, int, int]], device: torch.device, precision: str) -> Callable[[], None]:
     """A function that runs the same matrix products as plain `torch.mm` calls on preallocated operands.
 
-    bf16 multiplies bfloat16 operands (as autocast does on CUDA); tf32 follows
-    the global TF32 switch that `setup` set.
+    bf16 multiplies bfloat16 operands (as autocast does, on CUDA and the CPU);
+    tf32 follows the global TF32 switch that `setup` set.
     """
-    dtype = torch.bfloat16 if precision == "bf16" and device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     generator = torch.Generator(device=device).manual_seed(0)
     # One set of operands per distinct shape (the three heads share theirs): less memory, the same products.
     operands = {shape: (torch.randn(shape[0], shape[1], generator=generator, device=device, dtype=dtype),

@@ -71,6 +71,14 @@ def test_pooled_cache_does_not_depend_on_how_it_is_cut(monkeypatch, block_rows: 
     assert torch.equal(cache, expected)  # bit for bit: every cut computes each row alone
 
 
+def test_a_bfloat16_cache_is_the_float32_cache_rounded_once():
+    dataset, proposals, features = toy_split()
+    cache = train.pooled_features(dataset, "train", proposals, 12, 0.25, torch.device("cpu"), 2,
+                                  show_progress=False, dtype=torch.bfloat16)
+    assert cache.dtype == torch.bfloat16
+    assert torch.equal(cache, reference_cache(features, proposals).to(torch.bfloat16))
+
+
 def test_predict_does_not_depend_on_the_batch_and_keeps_the_mode():
     torch.manual_seed(0)
     model = TSPNet(DIM, CLASSES).train()

@@ -31,6 +31,7 @@ from tspnet.datasets import Dataset
 from tspnet.labels import ProposalLabels, assign_labels, update_point_times
 from tspnet.losses import LossTerms, checked_counts, tspnet_loss
 from tspnet.model import ProposalHeads, TSPNet, proposal_features
+from tspnet.precision import autocast
 from tspnet.proposals import Proposals
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,17 @@ class TrainConfig:
 
 
 def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
-                    device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True) -> torch.Tensor:
-    """[N, 3D] network inputs of every proposal, computed a few videos at a time."""
+                    device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[N, 3D] network inputs of every proposal, computed a few videos at a time.
+
+    Pooled in float32 from the float32 features, kept in `dtype`: bfloat16 under
+    base.precision bf16 (`tspnet.precision.cache_dtype`), the very rounding that
+    autocast would apply when the first layer reads them, in half the memory.
+    """
     dataset.require_features()
     slices = proposals.video_slices()
-    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=torch.float32, device=device)
+    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=dtype, device=device)
     segments = torch.from_numpy(proposals.segments)
     chunks = range(0, len(proposals.videos), videos_per_chunk)
     for first in progress(chunks, f"RoI features {split}", "chunk", show_progress):
@@ -120,11 +127,6 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast on CUDA when asked (params base.precision: bf16); a no-op otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
 @torch.no_grad()
