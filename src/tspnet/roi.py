@@ -176,16 +176,17 @@ class RoiWeights:
         return out
 
 
-# Rows of the RoI output per sparse product on the CPU: a block this large stays in cache
-# (roi.py's docstring says why that matters). On CUDA one product over everything.
+# RoI output per sparse product on the CPU: a block this large stays in cache (the module
+# docstring says why that matters). On other devices, 64 MB per product, as before the CPU
+# was tuned (no GPU was available to tune them).
 BLOCK_BYTES = 4 << 20
+DEVICE_BLOCK_BYTES = 64 << 20
 
 
 def block_proposals(features: Tensor, bins: int) -> int:
-    """Proposals per product: BLOCK_BYTES of RoI output on the CPU, all of them on other devices."""
-    if features.device.type != "cpu":
-        return 1 << 62
-    return max(1, BLOCK_BYTES // (bins * features.shape[1] * features.element_size()))
+    """Proposals per product: BLOCK_BYTES of RoI output on the CPU, DEVICE_BLOCK_BYTES elsewhere."""
+    budget = BLOCK_BYTES if features.device.type == "cpu" else DEVICE_BLOCK_BYTES
+    return max(1, budget // (bins * features.shape[1] * features.element_size()))
 
 
 def roi_align(features: Tensor, segments: Tensor, offsets: Tensor, lengths: Tensor,
