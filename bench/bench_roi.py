@@ -29,6 +29,7 @@ import common  # noqa: E402
 
 from tspnet.model import contrast_pool  # noqa: E402
 from tspnet.params import load_params  # noqa: E402
+from tspnet import roi  # noqa: E402
 from tspnet.roi import RoiWeights  # noqa: E402
 from tspnet.train import pooled_features  # noqa: E402
 
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-video", type=int, default=150, help="mean proposals per video (default: %(default)s)")
     parser.add_argument("--dim", type=int, default=2048, help="feature dimension D (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path (default: %(default)s)")
+    parser.add_argument("--block-mb", type=float, default=None,
+                        help="RoI output per sparse product in the project's path, MB (default: "
+                             f"tspnet.roi.BLOCK_BYTES, {roi.BLOCK_BYTES / 2**20:g} MB)")
     parser.add_argument("--params", type=Path, default=common.REPO / "params.yaml")
     common.add_device_arguments(parser)
     return parser.parse_args(argv)
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_roi.py compares CPU paths; on other devices RoI runs as one product per pass anyway",
               file=sys.stderr)
         return 2
+    if args.block_mb is not None:
+        roi.BLOCK_BYTES = int(args.block_mb * 2**20)
     params = load_params(args.params)
     bins, widen = int(params["train"]["roi_bins"]), float(params["train"]["widen_ratio"])
     split = common.synthetic_split(args.videos, args.per_video, args.dim, seed=args.seed, spread_counts=True)
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = common.machine(device)
     rows = len(split.proposals)
     print(f"RoI pooling pass on {device} ({machine['cpu']}, {torch.get_num_threads()} threads): {args.videos} "
-          f"videos, {rows} proposals, D = {args.dim}; median of {args.repeats} alternating run(s)")
+          f"videos, {rows} proposals, D = {args.dim}, blocks of {roi.BLOCK_BYTES / 2**20:g} MB; median of "
+          f"{args.repeats} alternating run(s)")
 
     project_runs, previous_runs = [], []
     for _ in range(args.repeats):  # alternating, so that a change in the machine's load hits both
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     speedup = previous.median / project.median
     results = {
         "benchmark": "roi", "machine": machine, "videos": args.videos, "proposals": rows, "feature_dim": args.dim,
-        "bins": bins, "repeats": args.repeats, "bit_identical": identical,
+        "bins": bins, "block_bytes": roi.BLOCK_BYTES, "repeats": args.repeats, "bit_identical": identical,
         "project_pooled_features": project.to_json(), "one_product_per_pass": previous.to_json(),
         "speedup": speedup, "speedup_cpu_time": previous.cpu_median / project.cpu_median,
         "speedup_runs": [p / q for p, q in zip(previous.seconds, project.seconds)],
