@@ -36,7 +36,8 @@ import common  # noqa: E402
 from tests.reference.model_loop import Video, authors_forward  # noqa: E402
 from tspnet.model import ProposalHeads, TSPNet  # noqa: E402
 from tspnet.params import load_params  # noqa: E402
-from tspnet.train import autocast, pooled_features, predict  # noqa: E402
+from tspnet.precision import autocast, cache_dtype  # noqa: E402
+from tspnet.train import pooled_features, predict  # noqa: E402
 
 FLOOR_TARGET = 1.3
 
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     predict(model, torch.zeros(64, 3 * args.dim, device=device), batch, bf16)
 
     pooled_timing, pooled = common.measure(
-        lambda: pooled_features(dataset, "test", split.proposals, bins, widen, device, show_progress=False),
+        lambda: pooled_features(dataset, "test", split.proposals, bins, widen, device, show_progress=False,
+                                dtype=cache_dtype(bf16)),
         device, args.repeats, warmup=0)
     forward_timing, heads = common.measure(lambda: predict(model, pooled, batch, bf16), device, args.repeats,
                                            warmup=0)

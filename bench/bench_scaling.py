@@ -28,6 +28,7 @@ import bench_train_step as train_bench  # noqa: E402
 import common  # noqa: E402
 
 from tspnet.model import TSPNet  # noqa: E402
+from tspnet.precision import cache_dtype  # noqa: E402
 from tspnet.train import batch_rows, build_optimizer, label_tensors, pooled_features, train_step  # noqa: E402
 
 
@@ -59,7 +60,7 @@ def measure_point(args: argparse.Namespace, per_video: int, dim: int, device: to
     videos = list(range(args.videos))
     rows, video_index = batch_rows(videos, slices, config.max_proposals, generator)
     pooled = pooled_features(common.MemoryDataset(split), "train", split.proposals, config.roi_bins,
-                             config.widen_ratio, device, show_progress=False)
+                             config.widen_ratio, device, show_progress=False, dtype=cache_dtype(bf16))
     torch.manual_seed(args.seed)
     model = TSPNet(dim, args.classes, config.dropout).to(device)
     optimizer = build_optimizer(model, config)

@@ -46,8 +46,9 @@ from tests.reference.model_loop import Video, per_video_training_loss  # noqa: E
 from tspnet.losses import center_loss, per_video_mean, point_classification_loss  # noqa: E402
 from tspnet.model import TSPNet, contrast_pool  # noqa: E402
 from tspnet.params import load_params  # noqa: E402
-from tspnet.train import (TrainConfig, autocast, batch_rows, build_optimizer, label_tensors,  # noqa: E402
-                          pooled_features, train_step)
+from tspnet.precision import autocast, cache_dtype  # noqa: E402
+from tspnet.train import (TrainConfig, batch_rows, build_optimizer, label_tensors, pooled_features,  # noqa: E402
+                          train_step)
 
 GRADIENT_TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "bf16": 1e-1}
 STEP_FLOOR_TARGET = 1.3
@@ -159,7 +160,7 @@ def run_config(args: argparse.Namespace, per_video: int, device: torch.device, b
     dataset = common.MemoryDataset(split)
     roi_project, pooled = common.measure(
         lambda: pooled_features(dataset, "train", split.proposals, config.roi_bins, config.widen_ratio, device,
-                                show_progress=False), device, 1, warmup=0)
+                                show_progress=False, dtype=cache_dtype(bf16)), device, 1, warmup=0)
     roi_loop, pooled_loop = common.measure(
         lambda: [contrast_pool(video_roi(v.features, v.proposals)) for v in videos], device, 1, warmup=0)
     pooled_diff = common.relative_difference(pooled[torch.from_numpy(rows).to(device)], torch.cat(pooled_loop))

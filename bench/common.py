@@ -16,7 +16,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -42,7 +42,7 @@ from tspnet.roi import roi_align  # noqa: E402
 OUT_DIR = REPO / "bench" / "out"
 SNIPPETS_PER_SECOND = 25 / 16
 # Tolerances for "identical": relative to the reference's largest magnitude. TF32 and bfloat16
-# keep 10 and 7 bits of mantissa in the products, so on CUDA they are compared at that precision.
+# keep 10 and 7 bits of mantissa in the products, so they are compared at that precision.
 TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 
 
@@ -50,7 +50,8 @@ TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 def add_device_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", choices=sorted(TOLERANCES),
-                        help="params base.precision; tf32 and bf16 apply on CUDA only (default: %(default)s)")
+                        help="params base.precision; tf32 applies on CUDA only, bf16 on CUDA and on CPUs with "
+                             "native bfloat16 (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON results file (default: bench/out/<name>.json)")
@@ -103,7 +104,15 @@ def write_results(name: str, results: dict[str, Any], path: Path | None = None) 
 # ------------------------------------------------------------------------------ timing
 @dataclass
 class Timing:
+    """Wall seconds of each run, and the CPU seconds of this process (all its threads) in each run.
+
+    On a machine shared with other work, wall time stretches with the load; CPU
+    time much less (a run with 2 threads uses about 2 CPU-seconds per second),
+    so ratios of CPU times taken in the same run are the steadier comparison.
+    """
+
     seconds: list[float]
+    cpu_seconds: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -113,8 +122,13 @@ class Timing:
     def best(self) -> float:
         return min(self.seconds)
 
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else float("nan")
+
     def to_json(self) -> dict[str, Any]:
-        return {"median_s": self.median, "best_s": self.best, "runs_s": self.seconds}
+        return {"median_s": self.median, "best_s": self.best, "runs_s": self.seconds,
+                "cpu_median_s": self.cpu_median, "cpu_runs_s": self.cpu_seconds}
 
 
 def synchronize(device: torch.device) -> None:
@@ -128,13 +142,14 @@ def measure(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: i
     for _ in range(warmup):
         result = fn()
     synchronize(device)
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = fn()
         synchronize(device)
         seconds.append(time.perf_counter() - started)
-    return Timing(seconds), result
+        cpu_seconds.append(time.process_time() - cpu_started)
+    return Timing(seconds, cpu_seconds), result
 
 
 # ------------------------------------------------------------------------------ the matmul floor
@@ -161,24 +176,31 @@ def gemm_flops(gemms: list[tuple[int, int, int]]) -> float:
     return float(sum(2 * m * k * n for m, k, n in gemms))
 
 
-def matmul_floor(gemms: list[tuple[int, int, int]], device: torch.device, precision: str, repeats: int,
-                 warmup: int = 1) -> Timing:
-    """Seconds of the same matrix products as plain `torch.mm` calls on preallocated operands.
+def floor_products(gemms: list[tuple[int, int, int]], device: torch.device, precision: str) -> Callable[[], None]:
+    """A function that runs the same matrix products as plain `torch.mm` calls on preallocated operands.
 
-    bf16 multiplies bfloat16 operands (as autocast does); tf32 follows the
-    global TF32 switch that `setup` set.
+    bf16 multiplies bfloat16 operands (as autocast does, on CUDA and the CPU);
+    tf32 follows the global TF32 switch that `setup` set.
     """
-    dtype = torch.bfloat16 if precision == "bf16" and device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     generator = torch.Generator(device=device).manual_seed(0)
-    operands = [(torch.randn(m, k, generator=generator, device=device, dtype=dtype),
-                 torch.randn(k, n, generator=generator, device=device, dtype=dtype),
-                 torch.empty(m, n, device=device, dtype=dtype)) for m, k, n in gemms]
+    # One set of operands per distinct shape (the three heads share theirs): less memory, the same products.
+    operands = {shape: (torch.randn(shape[0], shape[1], generator=generator, device=device, dtype=dtype),
+                        torch.randn(shape[1], shape[2], generator=generator, device=device, dtype=dtype),
+                        torch.empty(shape[0], shape[2], device=device, dtype=dtype)) for shape in set(gemms)}
+    products = [operands[shape] for shape in gemms]
 
     def run() -> None:
-        for a, b, out in operands:
+        for a, b, out in products:
             torch.mm(a, b, out=out)
 
-    timing, _ = measure(run, device, repeats, warmup)
+    return run
+
+
+def matmul_floor(gemms: list[tuple[int, int, int]], device: torch.device, precision: str, repeats: int,
+                 warmup: int = 1) -> Timing:
+    """Seconds of `floor_products(gemms, device, precision)`."""
+    timing, _ = measure(floor_products(gemms, device, precision), device, repeats, warmup)
     return timing
 
 

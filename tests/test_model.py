@@ -110,12 +110,18 @@ def test_network_matches_the_per_video_structure(dtype: torch.dtype, tolerance: 
         torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max())
 
 
-def test_proposal_features_in_chunks_equal_one_pass() -> None:
-    features, segments, offsets, lengths, _ = batched_inputs(random_videos(seed=9, dtype=torch.float64))
-    whole = proposal_features(features, segments, offsets, lengths)
-    chunked = proposal_features(features, segments, offsets, lengths, chunk=4)
-    assert not whole.requires_grad
-    torch.testing.assert_close(chunked, whole, rtol=1e-14, atol=1e-14)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_proposal_features_in_chunks_equal_one_pass(dtype: torch.dtype) -> None:
+    features, segments, offsets, lengths, _ = batched_inputs(random_videos(seed=9, dtype=dtype))
+    whole = proposal_features(features, segments, offsets, lengths, chunk=len(segments))
+    assert not whole.requires_grad and whole.dtype == dtype
+    for chunk in (1, 4):
+        assert torch.equal(proposal_features(features, segments, offsets, lengths, chunk=chunk), whole)
+    out = torch.empty(len(segments), 3 * DIM, dtype=torch.bfloat16)
+    assert proposal_features(features, segments, offsets, lengths, chunk=4, out=out) is out
+    assert torch.equal(out, whole.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="out must have shape"):
+        proposal_features(features, segments, offsets, lengths, out=out[1:])
 
 
 @pytest.mark.parametrize("dtype, tolerance", TOLERANCES)

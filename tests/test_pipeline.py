@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.dvc_repo import REPO, TINY, VENV_BIN, commit, copy_repo, dvc, run, set_params
+from tspnet.precision import native_bf16
 
 pytestmark = pytest.mark.pipeline
 
@@ -77,6 +79,21 @@ def test_an_inference_param_reruns_only_inference_and_evaluation(repo: Path):
     result = dvc(["exp", "run", "-S", "infer.nms_sigma=0.5"], repo)
     assert ran(result.stdout) == ["infer", "evaluate_base", "evaluate"]
     dvc(["exp", "apply", "HEAD"], repo, check=False)
+    dvc(["checkout", "--force"], repo)
+
+
+def test_bf16_runs_end_to_end_where_the_cpu_has_it_and_is_refused_elsewhere(repo: Path):
+    result = dvc(["exp", "run", "-S", "base.precision=bf16", "-n", "bf16"], repo, check=False)
+    if native_bf16(torch.device("cpu")):
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The built-in locator stays float32: it reruns (it reads `base`) and writes the same bytes.
+        assert ran(result.stdout) == ["locate", "train", "infer", "evaluate"]
+        table = dvc(["exp", "show", "--md", "--only-changed"], repo).stdout
+        assert "bf16" in table and "tspnet.avg_0.1_0.7" in table
+    else:
+        assert result.returncode != 0
+        assert "base.precision is bf16" in result.stdout + result.stderr
+    run(["git", "checkout", "--", "."], repo)
     dvc(["checkout", "--force"], repo)
 
 

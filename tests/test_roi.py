@@ -124,3 +124,53 @@ def test_rejects_bad_bins_and_ratio() -> None:
         roi_align(*args, bins=0)
     with pytest.raises(ValueError, match="widen_ratio"):
         roi_align(*args, widen_ratio=-0.1)
+
+
+def long_and_short_proposals(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three videos back to back (float32, with signed zeros); proposals from 0.01 to 300 snippets long,
+    so rows hold from 0 (outside the video) to about 40 stored entries."""
+    rng = np.random.default_rng(seed)
+    lengths = torch.tensor([7, 300, 60])
+    features = torch.from_numpy(rng.normal(size=(int(lengths.sum()), 6)).astype(np.float32))
+    features[::5, ::2] = -0.0
+    features[3:5] = -0.0  # whole rows of -0.0: their products are -0.0
+    video = torch.from_numpy(rng.integers(0, 3, size=40))
+    span = torch.from_numpy(np.exp(rng.uniform(np.log(0.01), np.log(300), size=40)))
+    start = torch.from_numpy(rng.uniform(-5, 1, size=40)) * lengths[video]
+    segments = torch.stack((start, start + span), 1)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    return features, segments, offsets[video], lengths[video]
+
+
+@pytest.mark.parametrize("block_proposals", [1, 3, 7, 40])
+def test_blocked_products_equal_one_product_bit_for_bit(monkeypatch, block_proposals: int) -> None:
+    """The speed-up must not move a bit of the float32 pipeline: blocks of rows equal one sparse product."""
+    import tspnet.roi as roi
+
+    features, segments, offsets, lengths = long_and_short_proposals(seed=4)
+    weights = roi.RoiWeights(features, segments, offsets, lengths)
+    whole = weights.product(0, weights.count, features)  # one product over everything (torch.sparse.mm)
+    assert whole.shape == (40, 12, 6)
+    monkeypatch.setattr(roi, "BLOCK_BYTES", block_proposals * 12 * 6 * 4)
+    assert roi.block_proposals(features, 12) == block_proposals
+    blocked = roi_align(features, segments, offsets, lengths)
+    assert torch.equal(blocked, whole)
+    assert torch.equal(torch.signbit(blocked), torch.signbit(whole))  # torch.equal counts -0.0 == 0.0
+    # ... and the oracle agrees with both.
+    expected = np.concatenate([video_roi_align(features[o:o + n].double().numpy(), s[None].numpy())
+                               for s, o, n in zip(segments, offsets.tolist(), lengths.tolist())])
+    np.testing.assert_allclose(blocked.double().numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_product_writes_into_the_buffer_it_is_given() -> None:
+    from tspnet.roi import RoiWeights
+
+    features, segments, offsets, lengths = long_and_short_proposals(seed=5)
+    weights = RoiWeights(features, segments, offsets, lengths)
+    buffer = torch.full((5, 12, 6), float("nan"))
+    assert weights.product(10, 15, features, out=buffer) is buffer
+    assert torch.equal(buffer, weights.product(0, 40, features)[10:15])
+    with pytest.raises(ValueError, match="not within"):
+        weights.product(30, 41, features)
+    with pytest.raises(ValueError, match="out must be"):
+        weights.product(10, 14, features, out=buffer)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+import tspnet.roi as roi
 import tspnet.train as train
 from tspnet.datasets import FeatureStore
 from tspnet.labels import assign_labels
@@ -58,16 +59,24 @@ def reference_cache(features: list[torch.Tensor], proposals: Proposals) -> torch
     return proposal_features(torch.cat(features), torch.from_numpy(proposals.segments), offsets[index], lengths[index])
 
 
-@pytest.mark.parametrize("pass_rows, videos_per_chunk", [(1, 1), (2, 2), (3, 32), (10_000, 32)])
-def test_pooled_cache_does_not_depend_on_how_it_is_cut(monkeypatch, pass_rows: int, videos_per_chunk: int):
+@pytest.mark.parametrize("block_rows, videos_per_chunk", [(1, 1), (2, 2), (3, 32), (10_000, 32)])
+def test_pooled_cache_does_not_depend_on_how_it_is_cut(monkeypatch, block_rows: int, videos_per_chunk: int):
     dataset, proposals, features = toy_split()
-    # ROI_PASS_BYTES bounds [rows, bins, D] float32 per pass: 12 bins x 8 dims x 4 bytes per proposal.
-    monkeypatch.setattr(train, "ROI_PASS_BYTES", pass_rows * 12 * DIM * 4)
+    # BLOCK_BYTES bounds the RoI output per product: 12 bins x 8 dims x 4 bytes per proposal.
+    monkeypatch.setattr(roi, "BLOCK_BYTES", block_rows * 12 * DIM * 4)
     cache = train.pooled_features(dataset, "train", proposals, 12, 0.25, torch.device("cpu"), videos_per_chunk,
                                   show_progress=False)
     expected = reference_cache(features, proposals)
-    assert cache.shape == (20, 3 * DIM)
-    torch.testing.assert_close(cache, expected, rtol=1e-6, atol=1e-6)
+    assert cache.shape == (20, 3 * DIM) and cache.dtype == torch.float32
+    assert torch.equal(cache, expected)  # bit for bit: every cut computes each row alone
+
+
+def test_a_bfloat16_cache_is_the_float32_cache_rounded_once():
+    dataset, proposals, features = toy_split()
+    cache = train.pooled_features(dataset, "train", proposals, 12, 0.25, torch.device("cpu"), 2,
+                                  show_progress=False, dtype=torch.bfloat16)
+    assert cache.dtype == torch.bfloat16
+    assert torch.equal(cache, reference_cache(features, proposals).to(torch.bfloat16))
 
 
 def test_predict_does_not_depend_on_the_batch_and_keeps_the_mode():

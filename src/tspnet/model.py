@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from tspnet.roi import roi_align
+from tspnet.roi import RoiWeights, block_proposals
 
 
 class ProposalHeads(NamedTuple):
@@ -46,22 +46,31 @@ def contrast_pool(roi: Tensor) -> Tensor:
 
 @torch.no_grad()
 def proposal_features(features: Tensor, segments: Tensor, offsets: Tensor, lengths: Tensor,
-                      bins: int = 12, widen_ratio: float = 0.25, chunk: int = 4096) -> Tensor:
+                      bins: int = 12, widen_ratio: float = 0.25, chunk: int | None = None,
+                      out: Tensor | None = None) -> Tensor:
     """[N, 3D] network inputs: contrast-pooled RoI features (arguments as in `tspnet.roi.roi_align`).
 
-    Proposals are processed `chunk` at a time so that the [chunk, bins, D]
-    RoI tensor bounds the memory. Features are inputs, never trained: no graph.
+    RoI features are computed `chunk` proposals at a time (default: a few MB of
+    them, `tspnet.roi.block_proposals`) into one reused buffer and pooled at
+    once, so nothing of size [N, bins, D] is ever held. The result is written
+    into `out` when given ([N, 3D], any floating dtype: pooled in the dtype of
+    `features`, then rounded once on the way in). Features are inputs, never
+    trained: no graph.
     """
+    weights = RoiWeights(features, segments, offsets, lengths, bins, widen_ratio)
+    count, dim = weights.count, features.shape[1]
+    chunk = block_proposals(features, bins) if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if segments.shape[0] <= chunk:
-        return contrast_pool(roi_align(features, segments, offsets, lengths, bins, widen_ratio))
-    parts = [
-        contrast_pool(roi_align(features, segments[i:i + chunk], offsets[i:i + chunk], lengths[i:i + chunk],
-                                bins, widen_ratio))
-        for i in range(0, segments.shape[0], chunk)
-    ]
-    return torch.cat(parts)
+    if out is None:
+        out = torch.empty((count, 3 * dim), dtype=features.dtype, device=features.device)
+    elif out.shape != (count, 3 * dim):
+        raise ValueError(f"out must have shape [{count}, {3 * dim}], got {list(out.shape)}")
+    buffer = torch.empty((min(chunk, count), bins, dim), dtype=features.dtype, device=features.device)
+    for first in range(0, count, chunk):
+        last = min(first + chunk, count)
+        out[first:last] = contrast_pool(weights.product(first, last, features, out=buffer[:last - first]))
+    return out
 
 
 def _head(feature_dim: int, outputs: int) -> nn.Sequential:

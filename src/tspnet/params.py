@@ -13,9 +13,11 @@ import numpy as np
 import torch
 import yaml
 
+from tspnet import precision
 from tspnet.files import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
+PRECISIONS = precision.PRECISIONS  # the values base.precision takes (tspnet.precision)
 log = logging.getLogger(__name__)
 
 
@@ -71,29 +73,20 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
 def setup_torch(base: dict[str, Any]) -> torch.device:
-    """Apply the `base` group: threads, seed, determinism, matmul precision; return the device."""
+    """Apply the `base` group: threads, seed, determinism, precision (tspnet.precision); return the device."""
     threads = int(base.get("threads", 0))
     if threads > 0:
         torch.set_num_threads(threads)
     seed_everything(int(base["seed"]))
     device = select_device(str(base.get("device", "auto")))
-    precision = str(base.get("precision", "fp32"))
-    if precision not in PRECISIONS:
-        raise ParamsError(f"base.precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "fp32" and device.type != "cuda":
-        log.warning("base.precision %s applies to CUDA only; the CPU computes in float32", precision)
-    # TF32 matmuls trade about 3 decimal digits for speed on Ampere and later GPUs.
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    precision.configure(str(base.get("precision", "fp32")), device)
     return device
 
 
 def uses_bf16(base: dict[str, Any], device: torch.device) -> bool:
-    return str(base.get("precision", "fp32")) == "bf16" and device.type == "cuda"
+    """Whether the network runs under bfloat16 autocast (`setup_torch` has checked that `device` can)."""
+    return str(base.get("precision", "fp32")) == "bf16"
 
 
 def stage_arguments(description: str, paths: dict[str, str], keys: tuple[str, ...] = (), argv=None):

@@ -22,6 +22,7 @@ from tspnet.files import DataError, ParamsError, atomic_dir, atomic_path, load_n
 from tspnet.labels import ProposalLabels, assign_labels
 from tspnet.model import TSPNet
 from tspnet.params import dataset_entry, setup_torch, uses_bf16
+from tspnet.precision import cache_dtype
 from tspnet.proposals import Proposals, import_proposals
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,9 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
     proposals = Proposals.load(proposals_dir / "train.npz")
     points = dataset.points()
     labels = load_labels(labels_dir / "train.npz", len(proposals), dataset.info.num_classes)
-    pooled = pooled_features(dataset, "train", proposals, config.roi_bins, config.widen_ratio, device)
+    bf16 = uses_bf16(base, device)
+    pooled = pooled_features(dataset, "train", proposals, config.roi_bins, config.widen_ratio, device,
+                             dtype=cache_dtype(bf16))
 
     with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         def log_step(step: int, record: dict) -> None:
@@ -177,7 +180,7 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
                 live.log_metric(f"train/{key}", value)
 
         result = train_tspnet(pooled, proposals, points, labels, dataset.info.num_classes, config,
-                              int(base["seed"]), log_step, bf16=uses_bf16(base, device))
+                              int(base["seed"]), log_step, bf16=bf16)
 
     write_model_outputs(out, result.model, points, result.points["time"].to_numpy(), labels, result.labels)
     plots.write_loss_plot(result.history, plots_dir)
@@ -338,9 +341,11 @@ def run_infer(base: dict, infer_params: dict, train_params: dict, dataset_dir: P
     proposals = Proposals.load(proposals_dir / "test.npz")
     model = load_model(model_dir / "model.pt").to(device)
     dataset.require_features()
+    bf16 = uses_bf16(base, device)
+    # Streamed: float32 inputs a part at a time; under bf16, autocast rounds them as the bf16 cache would.
     parts = pooled_parts(dataset, "test", proposals, int(train_params["roi_bins"]), float(train_params["widen_ratio"]),
                          device)
-    heads = predict_parts(model, parts, len(proposals), int(infer_params["batch_proposals"]), uses_bf16(base, device))
+    heads = predict_parts(model, parts, len(proposals), int(infer_params["batch_proposals"]), bf16)
     probs = torch.softmax(heads.cls, dim=1).double().cpu().numpy()
     attention = torch.sigmoid(heads.attention).double().cpu().numpy()
     center = torch.sigmoid(heads.center).double().cpu().numpy()

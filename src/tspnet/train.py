@@ -31,6 +31,7 @@ from tspnet.datasets import Dataset
 from tspnet.labels import ProposalLabels, assign_labels, update_point_times
 from tspnet.losses import LossTerms, checked_counts, tspnet_loss
 from tspnet.model import ProposalHeads, TSPNet, proposal_features
+from tspnet.precision import autocast
 from tspnet.proposals import Proposals
 
 log = logging.getLogger(__name__)
@@ -71,34 +72,49 @@ class TrainConfig:
         return config
 
 
-# RoI features are computed for this many bytes of [proposals, bins, D] float32 at a time and
-# written straight into the cache, so that building it needs little beyond the cache itself
-# (THUMOS14: peak RSS about the size of the feature files, see bench/bench_thumos_scale.py).
-ROI_PASS_BYTES = 64 << 20
-
-
 def pooled_features(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
-                    device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True) -> torch.Tensor:
-    """[N, 3D] network inputs of every proposal, computed a few videos at a time."""
+                    device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[N, 3D] network inputs of every proposal, computed a few videos at a time.
+
+    Pooled in float32 from the float32 features, kept in `dtype`: bfloat16 under
+    base.precision bf16 (`tspnet.precision.cache_dtype`), the very rounding that
+    autocast would apply when the first layer reads them, in half the memory.
+    """
     dataset.require_features()
-    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=torch.float32, device=device)
-    for part, values in pooled_parts(dataset, split, proposals, bins, widen_ratio, device, videos_per_chunk,
-                                     show_progress):
-        out[part] = values
+    slices = proposals.video_slices()
+    out = torch.empty((len(proposals), 3 * int(dataset.info.feature_dim)), dtype=dtype, device=device)
+    segments = torch.from_numpy(proposals.segments)
+    chunks = range(0, len(proposals.videos), videos_per_chunk)
+    for first in progress(chunks, f"RoI features {split}", "chunk", show_progress):
+        videos = proposals.videos[first:first + videos_per_chunk]
+        rows = slice(slices[first].start, slices[first + len(videos) - 1].stop)
+        if rows.stop == rows.start:
+            continue
+        store = dataset.feature_store(split, videos).to(device)
+        local = torch.from_numpy(proposals.video_index[rows] - first)
+        proposal_features(store.features, segments[rows].to(device), store.offsets[local], store.lengths[local],
+                          bins, widen_ratio, out=out[rows])
+        del store
     release_freed_memory()
     return out
+
+
+# `pooled_parts` delivers this many bytes of network inputs ([rows, 3D] float32) at a time.
+PART_BYTES = 16 << 20
 
 
 def pooled_parts(dataset: Dataset, split: str, proposals: Proposals, bins: int, widen_ratio: float,
                  device: torch.device, videos_per_chunk: int = 32, show_progress: bool = True
                  ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """The network inputs of consecutive row ranges, in row order: a few videos' features at a time, at most
-    ROI_PASS_BYTES of RoI samples per pass. Memory stays at one chunk's features and one pass."""
+    """The network inputs (float32) of consecutive row ranges, in row order: a few videos' features at a time,
+    at most PART_BYTES of inputs per part. Memory stays at one chunk's features and one part; the values
+    are those of `pooled_features` (each row is pooled on its own)."""
     dataset.require_features()
     slices = proposals.video_slices()
     feature_dim = int(dataset.info.feature_dim)
     segments = torch.from_numpy(proposals.segments)
-    rows_per_pass = max(1, ROI_PASS_BYTES // (bins * feature_dim * 4))
+    rows_per_pass = max(1, PART_BYTES // (3 * feature_dim * 4))
     # Counted in proposals, so that a video with very many of them shows progress too.
     with progress(None, f"RoI features {split}", "proposal", show_progress, total=len(proposals)) as bar:
         for first in range(0, len(proposals.videos), videos_per_chunk):
@@ -111,7 +127,7 @@ def pooled_parts(dataset: Dataset, split: str, proposals: Proposals, bins: int, 
                 part = slice(start, min(start + rows_per_pass, rows.stop))
                 local = torch.from_numpy(proposals.video_index[part] - first)
                 yield part, proposal_features(store.features, segments[part].to(device), store.offsets[local],
-                                              store.lengths[local], bins, widen_ratio, chunk=rows_per_pass)
+                                              store.lengths[local], bins, widen_ratio)
                 bar.update(part.stop - part.start)
             del store
 
@@ -143,11 +159,6 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast on CUDA when asked (params base.precision: bf16); a no-op otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
 @torch.no_grad()
