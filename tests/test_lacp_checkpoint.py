@@ -113,3 +113,13 @@ def test_a_file_that_is_not_a_state_dict_gets_one_clear_line(tmp_path, content):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="is not a file"):
         load_checkpoint(tmp_path / "absent.pkl", 6, 4, hidden=9, dropout=0.7)
+
+
+def test_a_checkpoint_source_stays_the_file_it_is(tmp_path):
+    """A torch checkpoint is a zip archive; fetched as `locate.checkpoint` it must not be unpacked."""
+    from tspnet.sources import materialize, parse_source
+
+    path = save(authors_state_dict(6, 4, 9), tmp_path / "model_best.pkl")
+    source = parse_source(str(path), "locate.checkpoint")
+    assert materialize(source, progress=False, unpack=False) == path.resolve()
+    load_checkpoint(materialize(source, progress=False, unpack=False), 6, 4, hidden=9, dropout=0.7)

@@ -137,8 +137,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tspnet").expanduser().resolve()
 
 
-def materialize(source: Source, progress: bool = True) -> Path:
-    """A local file or directory with the source's content: downloaded, verified and unpacked as needed."""
+def materialize(source: Source, progress: bool = True, unpack: bool = True) -> Path:
+    """A local file or directory with the source's content: downloaded, verified and unpacked as needed.
+
+    `unpack=False` returns an archive as the file it is (a PyTorch checkpoint is a zip archive).
+    """
     if source.kind == "path":
         path = Path(source.location).expanduser()
         if not path.exists():
@@ -152,7 +155,7 @@ def materialize(source: Source, progress: bool = True) -> Path:
         path = download_url(source, progress)
     else:
         path = download_gdrive(source, progress)
-    return unpacked(path, source) if path.is_file() and archive_format(path) else path
+    return unpacked(path, source) if unpack and path.is_file() and archive_format(path) else path
 
 
 def sha256_file(path: Path) -> str:
