@@ -241,6 +241,9 @@ def random_video(rng: np.random.Generator, length: int, classes: int, ties: bool
     cas = np.concatenate([p[:, :classes] * (1.0 - p[:, classes:]), p[:, classes:]], axis=1).astype(np.float32)
     if ties:  # few distinct values: exact ties in pruning and in the final choice
         cas = (np.round(cas * 4) / 4).astype(np.float32)
+    if rng.random() < 0.1:  # the network calls everything background
+        cas[:, -1] = 0.99
+        cas[:, :-1] *= 0.01
     points = np.zeros((length, classes), dtype=np.float32)
     at = rng.integers(0, length, int(rng.integers(1, max(2, length // 6))))
     if rng.random() < 0.3:
