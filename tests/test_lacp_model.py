@@ -103,6 +103,18 @@ def test_dropout_is_applied_after_the_embedding_only_in_training():
     embedding_train, probs_train = model.train()(features, packing)
     embedding_eval, probs_eval = model.eval()(features, packing)
     torch.testing.assert_close(embedding_train, embedding_eval)  # F is taken before dropout
-    assert not torch.allclose(probs_train, probs_eval)
+    assert not torch.allclose(probs_train, probs_eval)  # dropout on the embedding, before the classifier
     logits = F.linear(embedding_eval, model.classifier.weight)
     torch.testing.assert_close(probs_eval, torch.sigmoid(logits))
+
+
+def test_dropout_keeps_each_element_with_probability_one_minus_p_and_rescales():
+    from tspnet.lacp.model import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000)
+    out = dropout(x, 0.7, training=True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.3) < 0.002  # 1e6 draws: 4.6e-4 standard deviation
+    torch.testing.assert_close(out[kept], torch.full((int(kept.sum()),), 1 / 0.3))
+    assert dropout(x, 0.7, training=False) is x and dropout(x, 0.0, training=True) is x

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -60,6 +61,7 @@ def test_lacp_runs_the_whole_chain_and_its_metrics_show_beside_the_others(repo: 
     dvc(["exp", "run", "-S", "locate.method=lacp", "-S", f"locate.checkpoint={checkpoint}", "-n", "loaded"], repo)
     note = json.loads((repo / "data" / "locator" / "locator.json").read_text())
     assert note["trained"] is False and "locate.checkpoint" in note["checkpoint"]
+    assert note["checkpoint_sha256"] == hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     assert {s: (repo / "data" / "locator" / f"{s}.json").read_bytes() for s in ("train", "test")} == trained
     assert "lacp.train_loss" not in json.loads((repo / "metrics" / "lacp.json").read_text())
 

@@ -93,7 +93,8 @@ def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, o
         path = sources.materialize(checkpoint, unpack=False)  # a torch checkpoint is a zip archive
         model = load_checkpoint(path, int(info.feature_dim), info.num_classes, config.hidden, config.dropout)
         model = model.to(device)
-        note = {"locator": BUILTIN_LOCATOR, "method": "lacp", "trained": False, "checkpoint": checkpoint.describe()}
+        note = {"locator": BUILTIN_LOCATOR, "method": "lacp", "trained": False, "checkpoint": checkpoint.describe(),
+                "checkpoint_sha256": sources.sha256_file(path)}
     else:
         data = training_set(dataset)
         result = train_lacp(data, config, int(base["seed"]), device, bf16)

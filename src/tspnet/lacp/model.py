@@ -21,7 +21,9 @@ Why the batched form here gives the same numbers:
   score NaN, for T < r_act: LACP.md quirk 5).
 
 The layers are created as the authors' Conv1d modules, in their order, and
-converted, so that a seed draws the authors' initial weights.
+converted, so that a seed draws the authors' initial weights. Dropout (p 0.7,
+on the embedding, before the classifier) draws its mask faster on the CPU
+(`dropout`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -94,7 +97,7 @@ class LACPNet(nn.Module):
         classifier = nn.Conv1d(hidden, num_classes + 1, kernel_size=1, stride=1, padding=0, bias=False)
         self.embed = nn.Linear(3 * feature_dim, hidden)
         self.classifier = nn.Linear(hidden, num_classes + 1, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = float(dropout)
         with torch.no_grad():
             self.embed.weight.copy_(conv_to_linear(conv.weight))
             self.embed.bias.copy_(conv.bias)
@@ -102,8 +105,24 @@ class LACPNet(nn.Module):
 
     def forward(self, features: Tensor, packing: Packing) -> tuple[Tensor, Tensor]:
         embedding = torch.relu_(self.embed(windows(features, packing)))  # in place: autograd keeps the result
-        probs = torch.sigmoid(self.classifier(self.dropout(embedding)))
+        probs = torch.sigmoid(self.classifier(dropout(embedding, self.dropout, self.training)))
         return embedding, probs
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """nn.Dropout(p): each element kept with probability 1 - p and scaled by 1 / (1 - p).
+
+    On the CPU the keep mask is drawn as `torch.rand(...) < 1 - p` (the same
+    Bernoulli draw, up to float32's 2^-24 resolution), about 3x faster than
+    torch's CPU `bernoulli_` kernel, which took a third of a training step.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    keep = 1.0 - p
+    mask = (torch.rand(x.shape, dtype=x.dtype, device=x.device) < keep).to(x.dtype).mul_(1.0 / keep)
+    return x * mask
 
 
 def windows(features: Tensor, packing: Packing) -> Tensor:
