@@ -210,3 +210,39 @@ def test_bad_lacp_params_get_one_line_naming_the_key(key, value, message):
     params[key] = value
     with pytest.raises(DataError, match=message):
         LACPConfig.from_params(params)
+
+
+def test_points_of_the_real_thumos14_training_split(shared_data, tmp_path, cache):
+    """Real THUMOS14 annotations with stand-in features as long as the W-TALC durations: every point lands on
+    the snippet the authors' `int(point * 25 / (fps * 16))` gives it, and every video's labels are its classes."""
+    import json
+
+    from tests.test_real_data import local_entry
+    from tspnet.fetch import fetch_dataset
+
+    names = [n.decode() for n in np.load(shared_data / "thumos14/annotations_npy/videoname.npy")]
+    seconds = dict(zip(names, np.load(shared_data / "thumos14/annotations_npy/duration.npy").ravel().tolist()))
+    database = json.loads((shared_data / "thumos14/gt.json").read_text())["database"]
+    for video, entry in database.items():
+        for stream in ("rgb", "flow"):
+            folder = tmp_path / "features" / entry["subset"] / stream
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{video}.npy", np.zeros((int(seconds[video] * 25 / 16), 1), np.float32))
+    entry = local_entry(shared_data)
+    entry["feature_dim"] = 2
+    entry["sources"]["features"] = str(tmp_path)
+    fetch_dataset("thumos14", entry, tmp_path / "ds", progress=False)
+    data = training_set(Dataset(tmp_path / "ds"), show_progress=False)
+    assert len(data) == 200 and data.without_points == []
+
+    table = pd.read_csv(shared_data / "thumos14/point_labels.csv")
+    fps = json.loads((shared_data / "thumos14/fps.json").read_text())
+    expected = {v: np.zeros((int(t), 20), np.float32) for v, t in zip(data.videos, data.lengths)}
+    for video, point, klass in zip(table["video_id"], table["point"], table["class_index"]):
+        expected[video][min(int(point * (25 / (fps[video] * 16))), len(expected[video]) - 1), klass] = 1
+    for video, matrix in zip(data.videos, data.points):
+        np.testing.assert_array_equal(matrix, expected[video], err_msg=video)
+    assert int(sum(m.sum() for m in data.points)) == 3003 - 5  # LACP.md 3.1: 5 cells merge two same-class points
+    classes = {v: {a["label"] for a in database[v]["annotations"]} for v in data.videos}
+    names = yaml.safe_load(open("params.yaml"))["datasets"]["thumos14"]["classes"]
+    assert all({names[c] for c in np.flatnonzero(row)} == classes[v] for v, row in zip(data.videos, data.labels))
