@@ -1,7 +1,9 @@
-"""Stage `locate`: train the built-in base locator and write its proposals (no NMS).
+"""Stage `locate`: train the base locator `locate.method` names (builtin or LACP) and write its raw proposals.
 
-Reads params groups `base` and `locate`. When `proposals.locator` names
-another locator, nothing is trained and only a note is written.
+Reads params groups `base` and `locate` (`locate.method`, `locate.checkpoint`
+and the chosen method's group). Writes both splits' proposals (ActivityNet
+results JSON, seconds, no NMS) and LACP's own mAP (`lacp.*`). When
+`proposals.locator` names another locator, nothing is trained.
 """
 
 from tspnet.console import reported_errors
@@ -9,7 +11,10 @@ from tspnet.params import stage_arguments
 from tspnet.pipeline import run_locate
 
 if __name__ == "__main__":
-    args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "out": "data/locator"},
-                                   ("base", "locate", "proposals.locator"))
+    args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "out": "data/locator",
+                                             "metrics": "metrics/lacp.json"},
+                                   ("base", "locate.method", "locate.checkpoint", "locate.${locate.method}",
+                                    "proposals.locator"))
     with reported_errors():
-        run_locate(params["base"], params["locate"], params["proposals"]["locator"], args.dataset, args.out)
+        run_locate(params["base"], params["locate"], params["proposals"]["locator"], args.dataset, args.out,
+                   args.metrics)

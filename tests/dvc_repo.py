@@ -80,7 +80,7 @@ TINY = {
     "datasets.synthetic.generator.train_videos": 16,
     "datasets.synthetic.generator.test_videos": 8,
     "datasets.synthetic.generator.stream_dim": 16,
-    "locate.epochs": 5,
+    "locate.builtin.epochs": 5,
     "train.iterations": 60,
     "train.update_every": 20,
     "train.log_every": 10,

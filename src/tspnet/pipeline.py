@@ -41,22 +41,105 @@ def run_fetch(params: dict[str, Any], out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- locate
-def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, out: Path) -> None:
-    """Train the built-in locator and write its proposals; with another locator chosen, do nothing."""
-    from tspnet.locator import LocatorConfig, run_locator
+LOCATE_METHODS = ("builtin", "lacp")
 
+
+def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, out: Path,
+               metrics_path: Path) -> None:
+    """Train the `locate.method` locator (or load its checkpoint) and write its raw proposals of both splits.
+
+    With another locator chosen in `proposals.locator`, nothing is trained.
+    `metrics_path` receives LACP's own mAP (`lacp.*`), or a record saying why
+    there is none.
+    """
+    method = str(locate.get("method"))
+    if method not in LOCATE_METHODS:
+        raise DataError(f"locate.method: {method!r} is not one of {LOCATE_METHODS}")
+    if locate.get("checkpoint") is not None and method != "lacp":
+        raise DataError(f"locate.checkpoint is set, but it holds LACP weights and locate.method is {method!r}: "
+                        "set locate.method to lacp, or locate.checkpoint to null")
     with atomic_dir(out) as tmp:
         if locator_name != BUILTIN_LOCATOR:
-            log.info("locate: proposals.locator is %r, so the built-in locator is not trained", locator_name)
+            log.info("locate: proposals.locator is %r, so no locator is trained here", locator_name)
             write_json(tmp / "locator.json", {"locator": locator_name, "trained": False})
+            write_json(metrics_path, {"lacp.status": f"not computed: proposals.locator is {locator_name}"})
             return
-        setup_torch(base)
+        device = setup_torch(base)
         dataset = Dataset(dataset_dir)
-        tables = run_locator(dataset, LocatorConfig.from_params(locate), int(base["seed"]))
+        dataset.require_features()
+        if method == "builtin":
+            from tspnet.locator import LocatorConfig, run_locator
+
+            tables = run_locator(dataset, LocatorConfig.from_params(locate["builtin"]), int(base["seed"]))
+            note: dict[str, Any] = {"locator": BUILTIN_LOCATOR, "method": method, "trained": True}
+            write_json(metrics_path, {"lacp.status": "not computed: locate.method is builtin"})
+        else:
+            tables, note = run_lacp(base, locate, dataset, device, tmp, metrics_path)
         for split, table in tables.items():
-            evaluate.write_results(tmp / f"{split}.json", table, version="tspnet built-in locator")
-        write_json(tmp / "locator.json", {"locator": BUILTIN_LOCATOR, "trained": True,
-                                          **{f"{s}_proposals": len(t) for s, t in tables.items()}})
+            evaluate.write_results(tmp / f"{split}.json", table, version=f"tspnet locate ({method})")
+        write_json(tmp / "locator.json", {**note, **{f"{s}_proposals": len(t) for s, t in tables.items()}})
+
+
+def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, out: Path,
+             metrics_path: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """LACP: trained on the points (or the weights of `locate.checkpoint`), raw proposals of both splits,
+    and its own mAP on the test split with its NMS (`lacp.*` metrics)."""
+    from tspnet.lacp.checkpoint import load_checkpoint, save_checkpoint
+    from tspnet.lacp.config import LACPConfig
+    from tspnet.lacp.proposals import nms_table, predicted_classes, propose
+    from tspnet.lacp.train import train_lacp, training_set, video_labels
+
+    config = LACPConfig.from_params(locate["lacp"])
+    bf16 = uses_bf16(base, device)
+    info = dataset.info
+    metrics: dict[str, Any] = {}
+    checkpoint = sources.parse_source(locate.get("checkpoint"), "locate.checkpoint")
+    if checkpoint is not None:
+        path = sources.materialize(checkpoint, expect="checkpoint", unpack=False)  # a zip archive: keep it whole
+        model = load_checkpoint(path, int(info.feature_dim), info.num_classes, config.hidden, config.dropout)
+        model = model.to(device)
+        note = {"locator": BUILTIN_LOCATOR, "method": "lacp", "trained": False, "checkpoint": checkpoint.describe(),
+                "checkpoint_sha256": sources.sha256_file(path)}
+    else:
+        data = training_set(dataset)
+        result = train_lacp(data, config, int(base["seed"]), device, bf16)
+        history = pd.DataFrame(result.history)
+        with atomic_path(out / "lacp_history.csv") as tmp:
+            history.to_csv(tmp, index=False, float_format="%.6g")
+        model = result.model
+        note = {"locator": BUILTIN_LOCATOR, "method": "lacp", "trained": True, "searches": result.searches}
+        metrics.update({"lacp.videos_without_points": len(data.without_points),
+                        **{f"lacp.train_{k}" if k == "loss" else f"lacp.train_{k}_loss": v
+                           for k, v in result.history[-1].items() if k not in ("step", "labels_from")}})
+        del data
+    save_checkpoint(out / "lacp_model.pt", model)
+
+    tables, scores = {}, {}
+    for split in ("train", "test"):
+        store = dataset.feature_store(split, progress=True)
+        chosen = None
+        if split == "train" and config.train_classes == "ground_truth":
+            chosen = video_labels(dataset.ground_truth("train"), store.videos, info.classes)
+        tables[split], scores[split] = propose(model, store, info.classes, config.proposal_config(), config.r_act,
+                                               info.feature_fps, info.snippet_frames, chosen, bf16)
+        del store
+    if config.nms_proposals:
+        tables = {split: nms_table(table, config.nms_iou) for split, table in tables.items()}
+
+    # LACP's own figure, as its authors report it: its NMS, the test split, no other filtering.
+    detections = tables["test"] if config.nms_proposals else nms_table(tables["test"], config.nms_iou)
+    evaluate.write_results(out / "lacp_detections.json", detections, version="LACP after its NMS")
+    evaluation = evaluate_split(dataset, detections)
+    print(evaluate.format_table(evaluation, "LACP, its own NMS (test)"))
+    truth = video_labels(dataset.ground_truth("test"), list(info.videos["test"]), info.classes)
+    decided = predicted_classes(scores["test"], config.class_threshold)
+    metrics = {**prefixed("lacp", evaluation.summary()),
+               "lacp.test_video_accuracy": float((decided == truth).all(axis=1).mean()),
+               "lacp.test_detections": len(detections),
+               **{f"lacp.{s}_proposals_per_video": len(t) / max(1, len(info.videos[s])) for s, t in tables.items()},
+               **metrics}
+    write_json(metrics_path, metrics)
+    return tables, note
 
 
 # ---------------------------------------------------------------------------------- proposals

@@ -181,7 +181,9 @@ class FilesDataset(Group):
 Dataset = Annotated[Union[SyntheticDataset, FilesDataset], Field(discriminator="source")]
 
 
-class Locate(Group):
+class BuiltinLocate(Group):
+    """locate.builtin: the small built-in locator (tspnet.locator.LocatorConfig)."""
+
     hidden: Count
     dropout: BelowOne
     epochs: Count
@@ -194,6 +196,55 @@ class Locate(Group):
     class_threshold: BelowOne
     act_thresholds: Annotated[list[OpenUnit], Field(min_length=1)]
     outer_ratio: NonNegative
+
+
+class LacpLossWeights(Group):
+    video: NonNegative
+    point: NonNegative
+    background: NonNegative
+    score_contrast: NonNegative
+    feature_contrast: NonNegative
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class LacpLocate(Group):
+    """locate.lacp: LACP as its authors run it (tspnet.lacp.config.LacpConfig; ../shared/docs/LACP.md)."""
+
+    hidden: Count
+    dropout: BelowOne
+    r_act: Count
+    iterations: Count
+    videos_per_step: Count
+    lr: Positive
+    weight_decay: NonNegative
+    loss_weights: LacpLossWeights
+    search_every: Count
+    label_refresh: Literal["loader", "search"]
+    bkg_threshold: UnitInterval
+    act_threshold: UnitInterval
+    budget: Count
+    prune_threshold: Finite
+    outer_ratio: NonNegative
+    temperature: Positive
+    samples_per_run: Count
+    feature_contrast: Literal["last_class", "sum"]
+    class_threshold: UnitInterval
+    train_classes: Literal["predicted", "ground_truth"]
+    scale: Count
+    cas_thresholds: list[Finite]
+    agnostic_thresholds: list[Finite]
+    video_score_weight: Finite
+    nms_iou: UnitInterval
+    nms_proposals: bool
+
+
+class Locate(Group):
+    method: Literal["builtin", "lacp"]
+    checkpoint: Source = None  # lacp only: the authors' weights instead of training
+    builtin: BuiltinLocate
+    lacp: LacpLocate
 
 
 class Proposals(Group):
@@ -482,6 +533,11 @@ def implied_problems(params: dict[str, Any], paths: list[tuple[str, ...]]) -> li
         problems.append(f"dataset is {name!r}, expected one of the entries of datasets: {', '.join(datasets)}")
     if reads("proposals", "locator"):
         problems.extend(_locator_problems(params, str(params["proposals"]["locator"]), name))
+    if reads("locate", "checkpoint"):
+        locate = params.get("locate") or {}
+        if locate.get("checkpoint") is not None and locate.get("method") != "lacp":
+            problems.append(f"locate.checkpoint is set, but locate.method is {locate.get('method')!r}: the "
+                            "checkpoint holds LACP weights (set locate.method: lacp, or locate.checkpoint: null)")
     if reads("base", "device"):
         problems.extend(_device_problems(str(params["base"]["device"])))
     return problems
