@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,12 +12,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tspnet.evaluate import Evaluation  # noqa: E402
 from tspnet.files import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:  # not imported at run time: the train stage, which draws plots too, never evaluates
+    from tspnet.evaluate import Evaluation
 
 BASE_COLOR, TSPNET_COLOR = "#8c8c8c", "#1f77b4"
 # A fixed PNG "Software" entry keeps the bytes identical across runs and matplotlib builds.
 PNG_METADATA = {"Software": "tspnet"}
+
+# Each stage's plots: file stem -> the CSV's columns (None: a PNG only). A stage that cannot
+# compute them writes each as "not computed" (`write_not_computed`), so DVC finds all its outputs.
+TRAIN_LOSSES = ("loss", "classification_loss", "center_loss")
+TRAIN_PLOTS = {"train_losses": None, "center_labels": ("center_label", "initial", "final")}
+EVALUATE_PLOTS = {"map_vs_tiou": ("tiou", "base", "tspnet"), "per_class_ap": ("class", "base", "tspnet"),
+                  "alignment": ("best_tiou", "base_score", "aligned_score")}
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -120,3 +130,14 @@ def write_alignment_plot(best_iou: np.ndarray, base_score: np.ndarray, aligned_s
     figure.tight_layout()
     save_figure(figure, plots_dir / "alignment.png")
     return correlations
+
+
+def write_not_computed(plots_dir: Path, stems: dict[str, tuple[str, ...] | None], reason: str) -> None:
+    """Each plot as "not computed": a PNG that says why, and its CSV with the header only (no points)."""
+    for stem, columns in stems.items():
+        if columns is not None:
+            write_csv(plots_dir / f"{stem}.csv", pd.DataFrame(columns=list(columns)))
+        figure = plt.figure(figsize=(5.5, 1.6))
+        figure.text(0.5, 0.5, f"{stem.replace('_', ' ')}\nnot computed: {reason}", ha="center", va="center",
+                    wrap=True)
+        save_figure(figure, plots_dir / f"{stem}.png")
