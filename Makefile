@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 # Stages run `python`: the venv's, as for a user who activated it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test bench venv clean-venv
+.PHONY: repro test bench venv clean-venv params-style
 
 venv: $(STAMP)
 
@@ -17,8 +17,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# Ends with the run's headline table, also when DVC had nothing to rerun.
 repro: $(STAMP)
 	$(VENV)/bin/dvc repro
+	@$(PY) -m tspnet headline
+
+# Rewrite params.yaml as `dvc exp run -S` writes it back, so that -S changes one line only.
+params-style: $(STAMP)
+	$(PY) -m tests.dvc_repo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
