@@ -21,6 +21,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,13 +115,17 @@ def walked(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict:
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(tmp / "origin.git")], check=True)
     places = {"workspace": workspace}
     ran: list[Ran] = []
+    transcript = []
     for place, readme_commands in walkthrough((REPO / "README.md").read_text()):
         cwd = places.setdefault(place, tmp / place)
         cwd.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
         block, places[place] = run_block(place, cwd, readme_commands, substitutions(tmp), env)
+        transcript += [f"[{r.place}] $ {r.command}\n{r.output}" for r in block]
+        transcript.append(f"[{place}] block took {time.monotonic() - start:.1f} s\n")
         ran += block
     # What a reader of the README would have seen, kept for anyone debugging a failure.
-    (tmp / "transcript.txt").write_text("".join(f"[{r.place}] $ {r.command}\n{r.output}" for r in ran))
+    (tmp / "transcript.txt").write_text("".join(transcript))
     return {"ran": ran, "places": places, "tmp": tmp}
 
 
@@ -158,6 +163,16 @@ def test_the_extraction_reads_marked_blocks_only():
 def test_the_readme_has_every_step():
     places = [place for place, _ in walkthrough((REPO / "README.md").read_text())]
     assert places.count("workspace") >= 8 and {"elsewhere", "machine-a", "machine-b"} <= set(places)
+
+
+def test_every_readme_column_filter_drops_the_other_columns_first():
+    # `--keep` alone adds columns back to all the others (issue #8: 48 columns were left); the walkthrough
+    # checks the tables it prints, this checks the commands it cannot run (real data, other locators).
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    shows = [c for body in blocks for c in commands(body) if c.startswith("dvc exp show") and "--keep" in c]
+    assert len(shows) >= 4
+    for command in shows:
+        assert "--drop '.*'" in command and "--only-changed" not in command, command
 
 
 # ----------------------------------------------------------------------------- what a user sees

@@ -142,8 +142,8 @@ def add_summarize_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="metric names or glob patterns (default: %(default)s)")
     parser.add_argument("--group-by", nargs="+", metavar="PARAM",
                         help="group by these params only (default: every param that differs, the seed aside)")
-    parser.add_argument("--where", nargs="+", default=[], metavar="PARAM=VALUE",
-                        help="only experiments whose params have these values, e.g. dataset=synthetic")
+    parser.add_argument("--where", action="append", default=[], metavar="PARAM=VALUE",
+                        help="only experiments whose param has this value, e.g. dataset=synthetic (repeatable)")
     parser.add_argument("--json", dest="json_path", help="also write the summary here as JSON")
     parser.set_defaults(run=run_summarize)
 

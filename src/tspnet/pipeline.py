@@ -192,6 +192,9 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
 
         result = train_tspnet(pooled, proposals, points, labels, dataset.info.num_classes, config,
                               int(base["seed"]), log_step, bf16=uses_bf16(base, device))
+    # dvclive's own summary is no declared output: a run that trains nothing would leave it stale.
+    # The final losses are in metrics/train.json.
+    (live_dir / "metrics.json").unlink(missing_ok=True)
 
     with atomic_dir(out) as tmp:
         save_model(tmp / "model.pt", result.model)
@@ -222,9 +225,10 @@ def write_train_not_computed(reason: str, out: Path, metrics_path: Path, live_di
             pd.DataFrame(columns=list(MOVED_POINTS_COLUMNS)).to_csv(path, index=False)
         save_npz(tmp / "center_labels.npz", not_computed=np.array(reason))
     with atomic_dir(live_dir / "plots" / "metrics") as tmp:
+        (tmp / "train").mkdir()
         for name in plots.TRAIN_LOSSES:
-            (tmp / "train").mkdir(exist_ok=True)
             (tmp / "train" / f"{name}.tsv").write_text(f"step\t{name}\n", encoding="utf-8")
+    (live_dir / "metrics.json").unlink(missing_ok=True)
     plots.write_not_computed(plots_dir, plots.TRAIN_PLOTS, reason)
     write_json(metrics_path, {**identity, **not_computed("train", reason)})
 
