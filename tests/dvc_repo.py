@@ -21,7 +21,8 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 
 def environment() -> dict[str, str]:
-    env = dict(os.environ)
+    # As a user's shell: not a sub-make of `make test` (which would print "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     env["DVC_NO_ANALYTICS"] = "1"
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "tspnet tests"
