@@ -171,6 +171,11 @@ def statistics(runs: list[Run], patterns: Iterable[str]) -> tuple[list[dict[str,
     return table, not_computed
 
 
+def by_seed(run: Run) -> tuple:
+    seed = run.params.get(SEED)
+    return (0, seed, run.name) if isinstance(seed, int) else (1, 0, run.name)
+
+
 def group_runs(runs: list[Run], patterns: Iterable[str] = DEFAULT_METRICS,
                group_by: Iterable[str] | None = None) -> tuple[list[str], list[Group]]:
     """(the params grouped by, one Group per distinct combination of their values, in order of appearance)."""
@@ -184,6 +189,7 @@ def group_runs(runs: list[Run], patterns: Iterable[str] = DEFAULT_METRICS,
         grouped.setdefault(tuple(_text(run.params.get(k)) for k in keys), []).append(run)
     groups = []
     for members in grouped.values():
+        members = sorted(members, key=by_seed)
         table, not_computed = statistics(members, patterns)
         groups.append(Group({k: members[0].params.get(k) for k in keys}, members,
                             [k for k in differing_params(members) if k not in keys], table, not_computed))
