@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Vega libraries inlined from the pinned vl-convert-python, so the page renders with no network.
 PLOT_PAGE := .dvc/plots/offline.html
 
-.PHONY: repro test bench venv clean-venv check-plots
+.PHONY: repro test bench venv clean-venv check-plots params-style
 
 venv: $(STAMP) $(PLOT_PAGE)
 
@@ -24,8 +24,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# Ends with the run's headline table, also when DVC had nothing to rerun.
 repro: venv
 	$(VENV)/bin/dvc repro
+	@$(PY) -m tspnet headline
+
+# Rewrite params.yaml as `dvc exp run -S` writes it back, so that -S changes one line only.
+params-style: $(STAMP)
+	$(PY) -m tests.dvc_repo
 
 test: venv
 	$(PY) -m pytest -q

@@ -68,7 +68,7 @@ import common  # noqa: E402
 from tspnet import evaluate  # noqa: E402
 from tspnet.datasets import Dataset  # noqa: E402
 from tspnet.params import load_params  # noqa: E402
-from tspnet.pipeline import run_fetch, run_labels, run_proposals  # noqa: E402
+from tspnet.pipeline import run_fetch, run_labels, run_proposals, split_ground_truth  # noqa: E402
 from tspnet.fetch import fetch_dataset  # noqa: E402
 
 DATASET = "synthetic_thumos14"
@@ -143,8 +143,8 @@ def write_stand_in_proposals(dataset: Dataset, out: Path, per_video: float, seed
     rng = np.random.default_rng(seed)
     total = 0
     for split in ("train", "test"):
-        table = stand_in_proposals(dataset.ground_truth(split), list(info.videos[split]), durations, info.classes,
-                                   per_video, rng)
+        table = stand_in_proposals(split_ground_truth(dataset, split).instances, list(info.videos[split]), durations,
+                                   info.classes, per_video, rng)
         evaluate.write_results(out / f"{split}.json", table, version="bench stand-in base locator")
         total += len(table)
     return total

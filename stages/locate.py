@@ -9,12 +9,13 @@ results JSON, seconds, no NMS) and LACP's own mAP (`lacp.*`). When
 from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_locate
+from tspnet.records import run_identity
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "out": "data/locator",
                                              "metrics": "metrics/lacp.json"},
                                    ("base", "locate.method", "locate.checkpoint", "locate.${locate.method}",
-                                    "proposals.locator"))
+                                    "proposals.locator", "dataset"))
     with reported_errors():
         run_locate(params["base"], params["locate"], params["proposals"]["locator"], args.dataset, args.out,
-                   args.metrics)
+                   args.metrics, run_identity(params))

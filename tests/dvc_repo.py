@@ -7,6 +7,7 @@ identity, and runs the checkout's venv.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 
 def environment() -> dict[str, str]:
-    env = dict(os.environ)
+    # As a user's shell: not a sub-make of `make test` (which would print "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     env["DVC_NO_ANALYTICS"] = "1"
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "tspnet tests"
@@ -62,17 +64,56 @@ def commit(repo: Path, message: str) -> None:
     run(["git", "commit", "-q", "--allow-empty", "-m", message], repo)
 
 
+def hydra_value(value: Any) -> str:
+    """A value in the override grammar of `dvc exp run -S` (Hydra's): strings quoted, mappings and lists nested."""
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(hydra_value(item) for item in value) + "]"
+    return json.dumps(value)  # numbers, true/false, null
+
+
+def override(dotted: str, value: Any) -> str:
+    return f"{dotted}={hydra_value(value)}"
+
+
 def set_params(repo: Path, overrides: dict[str, Any]) -> None:
-    """Set dotted keys in the copy's params.yaml (comments are not kept: it is a scratch copy)."""
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in overrides.items():
+    """Set dotted keys in the copy's params.yaml exactly as `dvc exp run -S key=value` would.
+
+    A new key is added (`+key=...`); a mapping replaces a mapping whole (`~key` first), as Hydra
+    would otherwise merge the two.
+    """
+    from dvc.utils.hydra import apply_overrides
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    missing = object()
+
+    def current(dotted: str) -> Any:
         node = params
-        *parents, last = dotted.split(".")
-        for key in parents:
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return missing
             node = node[key]
-        node[last] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+        return node
+
+    args = []
+    for dotted, value in overrides.items():
+        old = current(dotted)
+        if isinstance(value, dict) and isinstance(old, dict):
+            args += [f"~{dotted}", "+" + override(dotted, value)]
+        else:
+            args.append(("+" if old is missing else "") + override(dotted, value))
+    apply_overrides(repo / "params.yaml", args)
+
+
+def rewrite_in_dvc_style(path: Path) -> None:
+    """Rewrite a params file as DVC writes one back after `-S` (a no-op override: the same values)."""
+    from dvc.utils.hydra import apply_overrides
+
+    seed = yaml.safe_load(Path(path).read_text())["base"]["seed"]
+    apply_overrides(path, [override("base.seed", seed)])
 
 
 # A pipeline small enough to run end to end in seconds on two cores.
@@ -85,3 +126,7 @@ TINY = {
     "train.update_every": 20,
     "train.log_every": 10,
 }
+
+
+if __name__ == "__main__":  # `make params-style`
+    rewrite_in_dvc_style(REPO / "params.yaml")

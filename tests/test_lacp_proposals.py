@@ -43,12 +43,13 @@ def test_seconds_grid():
 
 def test_threshold_lists_in_params_are_the_authors_aranges():
     lacp = yaml.safe_load(open(REPO_PARAMS))["locate"]["lacp"]
-    np.testing.assert_allclose(lacp["cas_thresholds"], np.arange(0, 0.25, 0.025), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(lacp["agnostic_thresholds"], np.arange(0.5, 0.725, 0.025), rtol=0, atol=1e-12)
+    # Bit for bit: a threshold one ulp off could keep or drop a sample that sits exactly on it.
+    assert lacp["cas_thresholds"] == np.arange(0, 0.25, 0.025).tolist()
+    assert lacp["agnostic_thresholds"] == np.arange(0.5, 0.725, 0.025).tolist()
     assert len(lacp["cas_thresholds"]) == 10 and len(lacp["agnostic_thresholds"]) == 9
     defaults = ProposalConfig()
-    np.testing.assert_allclose(defaults.cas_thresholds, lacp["cas_thresholds"], atol=1e-12)
-    np.testing.assert_allclose(defaults.agnostic_thresholds, lacp["agnostic_thresholds"], atol=1e-12)
+    assert list(defaults.cas_thresholds) == lacp["cas_thresholds"]
+    assert list(defaults.agnostic_thresholds) == lacp["agnostic_thresholds"]
 
 
 def test_candidates_and_outer_inner_scores_by_hand():

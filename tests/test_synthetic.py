@@ -9,6 +9,7 @@ import pytest
 
 from tspnet import synthetic
 from tspnet.datasets import Dataset
+from tspnet.pipeline import split_ground_truth
 from tspnet.postprocess import read_ambiguous
 
 CLASSES = ["A", "B", "C"]
@@ -77,7 +78,7 @@ def test_class_evidence_peaks_at_instance_centres(tmp_path):
     generate(tmp_path, train_videos=20, test_videos=1, noise=0.2, drift=0.0, dips_per_action=[0, 0], runup=0.0)
     dataset = Dataset(tmp_path)
     protos = synthetic.Prototypes(np.random.default_rng([GENERATOR["seed"], 99]), len(CLASSES), 16)
-    gt = dataset.ground_truth("train")
+    gt = split_ground_truth(dataset, "train").instances
     centre, edge = [], []
     for row in gt.itertuples():
         rgb = dataset.read_features("train", row.video)[:, :16]
@@ -93,7 +94,7 @@ def test_ambiguous_segments_lie_in_test_backgrounds(tmp_path):
     generate(tmp_path)
     ambiguous = read_ambiguous(tmp_path / "ambiguous.txt")
     assert 0 < len(ambiguous) <= 6  # at most one per test video (dropped where the video is full)
-    gt = Dataset(tmp_path).ground_truth("test")
+    gt = split_ground_truth(Dataset(tmp_path), "test").instances
     for row in ambiguous.itertuples():
         assert row.video.startswith("synthetic_test_")
         own = gt[gt["video"] == row.video]

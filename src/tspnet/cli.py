@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_evaluate_parser(subparsers)
     add_summarize_parser(subparsers)
+    add_headline_parser(subparsers)
     return parser
 
 
@@ -137,42 +138,67 @@ def add_summarize_parser(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "summarize",
-        help="mean ± std of metrics over DVC experiments (e.g. a seed sweep)",
-        description="Mean, sample standard deviation, min and max of each metric over the chosen DVC "
-        "experiments of this repository (default: every experiment of the current baseline). Run it "
-        "from the repository root after `dvc exp run --queue ...` and `dvc queue start`.",
+        help="mean ± std of metrics over DVC experiments, one table per group of like runs",
+        description="Mean, sample standard deviation, min and max of each metric over the DVC experiments "
+        "of this repository's HEAD (all, or those named), one table per group: experiments are grouped by "
+        "every param whose value differs between them, the seed aside (or by --group-by). Failed, queued "
+        "and running experiments are left out, and so is a run from the rows of a metric family it "
+        "recorded as not computed; each is counted with its reason. Run it from the repository root.",
     )
     parser.add_argument("experiments", nargs="*", help="experiment names or revisions (default: all)")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="PATTERN",
                         help="metric names or glob patterns (default: %(default)s)")
-    parser.add_argument("--json", dest="json_path", help="also write the table here as JSON")
+    parser.add_argument("--group-by", nargs="+", metavar="PARAM",
+                        help="group by these params only (default: every param that differs, the seed aside)")
+    parser.add_argument("--where", action="append", default=[], metavar="PARAM=VALUE",
+                        help="only experiments whose param has this value, e.g. dataset=synthetic (repeatable)")
+    parser.add_argument("--json", dest="json_path", help="also write the summary here as JSON")
     parser.set_defaults(run=run_summarize)
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    import os
-
-    import dvc.api
-
     from tspnet.files import write_json
-    from tspnet.summary import format_summary, select_runs, summarize
+    from tspnet.summary import exp_show, format_summary, git_metrics, runs_from_exp_show, summarize
 
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    rows = dvc.api.exp_show()  # the workspace, HEAD and HEAD's experiments
     try:
-        runs = select_runs(rows, args.experiments)
-    except KeyError as exc:
+        runs = runs_from_exp_show(exp_show(), git_metrics, args.experiments)
+        summary = summarize(runs, args.metrics, args.group_by, args.where)
+    except (KeyError, ValueError, RuntimeError) as exc:
         print(f"tspnet summarize: error: {exc.args[0]}", file=sys.stderr)
         return 2
     if not runs:
         print("tspnet summarize: error: no experiments found (run `dvc exp run` first)", file=sys.stderr)
         return 2
-    table = summarize(runs, args.metrics)
-    print(format_summary(table, runs))
+    print(format_summary(summary))
     if args.json_path:
-        write_json(args.json_path, {"runs": [str(r.get("Experiment") or r.get("rev")) for r in runs],
-                                    "metrics": {row.metric: {"n": int(row.n), "mean": row.mean,
-                                                             "std": None if row.n < 2 else row.std,
-                                                             "min": row.min, "max": row.max}
-                                                for row in table.itertuples(index=False)}})
+        write_json(args.json_path, summary)
+    return 0
+
+
+# ----------------------------------------------------------------------------- headline
+
+
+def add_headline_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "headline",
+        help="the run's headline table: base locator, TSPNet and gain at every tIoU; Spearman",
+        description="Print the headline of the run in the workspace from its metrics files (what `make repro` "
+        "ends with). Refuses metrics files that come from different runs.",
+    )
+    parser.add_argument("--metrics-dir", default="metrics", help="the run's metrics files (default: %(default)s)")
+    parser.set_defaults(run=run_headline)
+
+
+def run_headline(args: argparse.Namespace) -> int:
+    from tspnet.headline import format_headline, read_run
+    from tspnet.records import MixedRuns
+
+    try:
+        run = read_run(args.metrics_dir)
+    except MixedRuns as exc:
+        raise DataError(f"{args.metrics_dir}: the files come from different runs: {exc}. Rerun the pipeline "
+                        "(`dvc repro`) or check out one run's files (`git checkout -- metrics`)") from exc
+    if not any(key.startswith("base.") for key in run):
+        raise DataError(f"{args.metrics_dir}: no base.* metrics (run the pipeline first: `dvc repro`)")
+    print(format_headline(run))
     return 0

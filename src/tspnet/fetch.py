@@ -323,7 +323,7 @@ def fetch_files(root: Path, config: FilesEntry, progress: bool = True, limits: U
 def read_ground_truth(path: Path, config: FilesEntry
                       ) -> tuple[dict[str, list[str]], dict[str, dict], dict[str, Any], dict[str, Any]]:
     """(videos per split, ActivityNet database to write, durations and frame rates the file gives)."""
-    from tspnet.evaluate import load_ground_truth  # validates every segment and label, naming the video
+    from tspnet.activitynet import load_ground_truth  # validates every segment and label, naming the video
 
     load_ground_truth(path, subset=None)
     database = read_json(path)["database"]

@@ -1,7 +1,13 @@
 """What each DVC stage reads and writes: the glue between params, files and the library.
 
 One function per stage; the scripts in stages/ parse their arguments and call
-these. Every output is written atomically.
+these. Every output is written atomically, and every metrics file carries the
+run's identity (tspnet.records).
+
+Library modules are imported inside the stage function that uses them, not at
+the top of this module: every stage imports this module, and dvc.yaml lists as
+a stage's code dependencies exactly the modules its function imports
+(tests/test_deps.py), so a change to the evaluation does not retrain.
 """
 
 from __future__ import annotations
@@ -9,21 +15,22 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from tspnet import evaluate, files, postprocess, sources
-from tspnet.datasets import Dataset
-from tspnet.fetch import fetch_dataset
 from tspnet.files import DataError, ParamsError, atomic_dir, atomic_path, load_npz, save_npz, write_json
-from tspnet.labels import ProposalLabels, assign_labels
-from tspnet.model import TSPNet
-from tspnet.params import dataset_entry, setup_torch, uses_bf16
-from tspnet.precision import cache_dtype
-from tspnet.proposals import Proposals, import_proposals
+from tspnet.records import mark_not_computed, no_features, not_computed, not_computed_reason
+
+if TYPE_CHECKING:
+    import torch
+
+    from tspnet import evaluate, postprocess, sources
+    from tspnet.datasets import Dataset
+    from tspnet.proposals import Proposals
+    from tspnet.labels import ProposalLabels
+    from tspnet.model import TSPNet
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,9 @@ POSTPROCESS_ROWS = 100_000
 
 # ---------------------------------------------------------------------------------- fetch
 def run_fetch(params: dict[str, Any], out: Path) -> None:
+    from tspnet.fetch import fetch_dataset
+    from tspnet.params import dataset_entry
+
     name, entry = dataset_entry(params)
     fetch_dataset(name, entry, out, limits=sources.UnpackLimits.from_params(params.get("archives")))
 
@@ -45,13 +55,18 @@ LOCATE_METHODS = ("builtin", "lacp")
 
 
 def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, out: Path,
-               metrics_path: Path) -> None:
+               metrics_path: Path, identity: dict[str, Any] | None = None) -> None:
     """Train the `locate.method` locator (or load its checkpoint) and write its raw proposals of both splits.
 
     With another locator chosen in `proposals.locator`, nothing is trained.
     `metrics_path` receives LACP's own mAP (`lacp.*`), or a record saying why
     there is none.
     """
+    from tspnet.activitynet import write_results
+    from tspnet.datasets import Dataset
+    from tspnet.params import setup_torch
+
+    identity = identity or {}
     method = str(locate.get("method"))
     if method not in LOCATE_METHODS:
         raise DataError(f"locate.method: {method!r} is not one of {LOCATE_METHODS}")
@@ -62,7 +77,7 @@ def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, o
         if locator_name != BUILTIN_LOCATOR:
             log.info("locate: proposals.locator is %r, so no locator is trained here", locator_name)
             write_json(tmp / "locator.json", {"locator": locator_name, "trained": False})
-            write_json(metrics_path, {"lacp.status": f"not computed: proposals.locator is {locator_name}"})
+            write_json(metrics_path, {**identity, **not_computed("lacp", f"proposals.locator is {locator_name}")})
             return
         device = setup_torch(base)
         dataset = Dataset(dataset_dir)
@@ -72,22 +87,24 @@ def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, o
 
             tables = run_locator(dataset, LocatorConfig.from_params(locate["builtin"]), int(base["seed"]))
             note: dict[str, Any] = {"locator": BUILTIN_LOCATOR, "method": method, "trained": True}
-            write_json(metrics_path, {"lacp.status": "not computed: locate.method is builtin"})
+            write_json(metrics_path, {**identity, **not_computed("lacp", "locate.method is builtin")})
         else:
-            tables, note = run_lacp(base, locate, dataset, device, tmp, metrics_path)
+            tables, note = run_lacp(base, locate, dataset, device, tmp, metrics_path, identity)
         for split, table in tables.items():
-            evaluate.write_results(tmp / f"{split}.json", table, version=f"tspnet locate ({method})")
+            write_results(tmp / f"{split}.json", table, version=f"tspnet locate ({method})")
         write_json(tmp / "locator.json", {**note, **{f"{s}_proposals": len(t) for s, t in tables.items()}})
 
 
 def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, out: Path,
-             metrics_path: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+             metrics_path: Path, identity: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """LACP: trained on the points (or the weights of `locate.checkpoint`), raw proposals of both splits,
     and its own mAP on the test split with its NMS (`lacp.*` metrics)."""
     from tspnet.lacp.checkpoint import load_checkpoint, save_checkpoint
     from tspnet.lacp.config import LACPConfig
     from tspnet.lacp.proposals import nms_table, predicted_classes, propose
+    from tspnet import evaluate, sources
     from tspnet.lacp.train import train_lacp, training_set, video_labels
+    from tspnet.params import uses_bf16
 
     config = LACPConfig.from_params(locate["lacp"])
     bf16 = uses_bf16(base, device)
@@ -133,7 +150,7 @@ def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, o
     print(evaluate.format_table(evaluation, "LACP, its own NMS (test)"))
     truth = video_labels(dataset.ground_truth("test"), list(info.videos["test"]), info.classes)
     decided = predicted_classes(scores["test"], config.class_threshold)
-    metrics = {**prefixed("lacp", evaluation.summary()),
+    metrics = {**identity, **prefixed("lacp", evaluation.summary()),
                "lacp.test_video_accuracy": float((decided == truth).all(axis=1).mean()),
                "lacp.test_detections": len(detections),
                **{f"lacp.{s}_proposals_per_video": len(t) / max(1, len(info.videos[s])) for s, t in tables.items()},
@@ -147,6 +164,8 @@ def locator_results_path(locator_name: str, locators: dict[str, Any], locator_di
                          dataset_name: str, progress: bool = True,
                          limits: sources.UnpackLimits | None = None) -> Path:
     """The results JSON of a split: the built-in locator's, or a registry entry's source (fetched if remote)."""
+    from tspnet import sources
+
     if locator_name == BUILTIN_LOCATOR:
         return locator_dir / f"{split}.json"
     if locator_name not in locators:
@@ -176,21 +195,26 @@ def locator_results_path(locator_name: str, locators: dict[str, Any], locator_di
 
 def run_proposals(proposals_params: dict, dataset_dir: Path, locator_dir: Path, out: Path,
                   metrics_path: Path, locators: dict[str, Any] | None = None,
-                  archives: dict[str, Any] | None = None) -> None:
+                  archives: dict[str, Any] | None = None, identity: dict[str, Any] | None = None) -> None:
     """Import the chosen locator's proposals of both splits (the `locators` registry names external ones).
 
     A video with more than `proposals.max_per_video` proposals is refused
-    before its proposals are parsed (`evaluate.load_results`).
+    before its proposals are parsed (`activitynet.load_results`).
     """
+    from tspnet import sources
+    from tspnet.activitynet import load_results
+    from tspnet.datasets import Dataset
+    from tspnet.proposals import import_proposals
+
     info = Dataset(dataset_dir).info
     locator_name = str(proposals_params["locator"])
     limit = int(proposals_params.get("max_per_video", MAX_PROPOSALS_PER_VIDEO))
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = dict(identity or {})
     with atomic_dir(out) as tmp:
         for split in ("train", "test"):
             source = locator_results_path(locator_name, locators or {}, locator_dir, split, info.name,
                                           limits=sources.UnpackLimits.from_params(archives))
-            table = evaluate.load_results(source, max_per_video=(limit, "proposals.max_per_video"))
+            table = load_results(source, max_per_video=(limit, "proposals.max_per_video"))
             proposals, report = import_proposals(table, info, split, str(proposals_params["invalid"]), str(source))
             proposals.save(tmp / f"{split}.npz")
             metrics.update(report.metrics(f"proposals.{split}"))
@@ -205,6 +229,8 @@ def save_labels(path: Path, labels: ProposalLabels) -> None:
 
 
 def load_labels(path: Path, num_proposals: int, num_classes: int) -> ProposalLabels:
+    from tspnet.labels import ProposalLabels
+
     arrays = load_npz(path, {"point_label": "f", "center_label": "f", "point_id": "i", "num_points": "i"})
     labels = ProposalLabels(arrays["point_label"].astype(np.float32), arrays["center_label"],
                             arrays["point_id"].astype(np.int64), arrays["num_points"].astype(np.int64))
@@ -214,7 +240,12 @@ def load_labels(path: Path, num_proposals: int, num_classes: int) -> ProposalLab
     return labels
 
 
-def run_labels(labels_params: dict, dataset_dir: Path, proposals_dir: Path, out: Path, metrics_path: Path) -> None:
+def run_labels(labels_params: dict, dataset_dir: Path, proposals_dir: Path, out: Path, metrics_path: Path,
+               identity: dict[str, Any] | None = None) -> None:
+    from tspnet.datasets import Dataset
+    from tspnet.labels import assign_labels
+    from tspnet.proposals import Proposals
+
     dataset = Dataset(dataset_dir)
     proposals = Proposals.load(proposals_dir / "train.npz")
     points = dataset.points()
@@ -227,28 +258,44 @@ def run_labels(labels_params: dict, dataset_dir: Path, proposals_dir: Path, out:
     metrics["labels.points"] = len(points)
     metrics["labels.points_remembered_by_no_proposal"] = int((~covered).sum())
     log.info("labels: %s", ", ".join(f"{k} {v}" for k, v in metrics.items()))
-    write_json(metrics_path, metrics)
+    write_json(metrics_path, {**(identity or {}), **metrics})
 
 
 # ---------------------------------------------------------------------------------- train
+MOVED_POINTS_COLUMNS = ("point_id", "video", "class_index", "frame", "original_time", "final_time")
+
+
 def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: Path, proposals_dir: Path,
-              labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path) -> None:
-    """Train TSPNet, or, with `train.checkpoint` set, load the authors' released weights instead."""
+              labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path,
+              identity: dict[str, Any] | None = None) -> None:
+    """Train TSPNet, or, with `train.checkpoint` set, load the authors' released weights instead; without
+    features, write every output as "not computed" instead (tspnet.records)."""
+    from tspnet import sources
+    from tspnet.datasets import Dataset
+
+    dataset = Dataset(dataset_dir)
+    if not dataset.info.has_features:
+        reason = no_features(dataset.info.name)
+        log.warning("train: not computed: %s", reason)
+        write_train_not_computed(reason, out, metrics_path, live_dir, plots_dir, identity or {})
+        return
     checkpoint = sources.parse_source(train_params.get("checkpoint"), "train.checkpoint")
     if checkpoint is not None:
         run_load_checkpoint(train_params, checkpoint, dataset_dir, proposals_dir, labels_dir, out, metrics_path,
-                            live_dir, plots_dir)
+                            live_dir, plots_dir, identity or {})
         return
 
     from dvclive import Live
 
     from tspnet import plots
+    from tspnet.params import setup_torch, uses_bf16
+    from tspnet.proposals import Proposals
+    from tspnet.precision import cache_dtype
     from tspnet.train import TrainConfig, bound_heap_memory, pooled_features, train_tspnet
 
     bound_heap_memory()
     device = setup_torch(base)
     config = TrainConfig.from_params(train_params, labels_params)
-    dataset = Dataset(dataset_dir)
     proposals = Proposals.load(proposals_dir / "train.npz")
     points = dataset.points()
     labels = load_labels(labels_dir / "train.npz", len(proposals), dataset.info.num_classes)
@@ -264,6 +311,9 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
 
         result = train_tspnet(pooled, proposals, points, labels, dataset.info.num_classes, config,
                               int(base["seed"]), log_step, bf16=bf16)
+    # dvclive's own summary is no declared output: a run that trains nothing would leave it stale.
+    # The final losses are in metrics/train.json.
+    (live_dir / "metrics.json").unlink(missing_ok=True)
 
     write_model_outputs(out, result.model, points, result.points["time"].to_numpy(), labels, result.labels)
     plots.write_loss_plot(result.history, plots_dir)
@@ -273,7 +323,26 @@ def run_train(base: dict, train_params: dict, labels_params: dict, dataset_dir: 
     if result.updates:
         last = result.updates[-1]
         metrics.update({"train.moved_points": last["moved_points"], "train.mean_point_shift": last["mean_shift"]})
-    write_json(metrics_path, metrics)
+    write_json(metrics_path, {**(identity or {}), **metrics})
+
+
+def write_train_not_computed(reason: str, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path,
+                             identity: dict[str, Any]) -> None:
+    """Every output of `train`, each saying "not computed" and why: DVC needs them all, none holds a number."""
+    from tspnet import plots
+
+    with atomic_dir(out) as tmp:
+        save_not_computed_model(tmp / "model.pt", reason)
+        with atomic_path(tmp / "points.csv") as path:
+            pd.DataFrame(columns=list(MOVED_POINTS_COLUMNS)).to_csv(path, index=False)
+        save_npz(tmp / "center_labels.npz", not_computed=np.array(reason))
+    with atomic_dir(live_dir / "plots" / "metrics") as tmp:
+        (tmp / "train").mkdir()
+        for name in plots.TRAIN_LOSSES:
+            (tmp / "train" / f"{name}.tsv").write_text(f"step\t{name}\n", encoding="utf-8")
+    (live_dir / "metrics.json").unlink(missing_ok=True)
+    plots.write_not_computed(plots_dir, plots.TRAIN_PLOTS, reason)
+    write_json(metrics_path, {**identity, **not_computed("train", reason)})
 
 
 def write_model_outputs(out: Path, model: TSPNet, points: pd.DataFrame, final_time: np.ndarray,
@@ -289,13 +358,17 @@ def write_model_outputs(out: Path, model: TSPNet, points: pd.DataFrame, final_ti
                  initial_points=initial.num_points, final_points=final.num_points)
 
 
-CHECKPOINT_STATUS = "not trained here: loaded from train.checkpoint"
+CHECKPOINT_VERDICT, CHECKPOINT_REASON = "not trained here", "loaded from train.checkpoint"
+CHECKPOINT_STATUS = f"{CHECKPOINT_VERDICT}: {CHECKPOINT_REASON}"  # metrics/train.json's train.status
 
 
 def run_load_checkpoint(train_params: dict, source: sources.Source, dataset_dir: Path, proposals_dir: Path,
-                        labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path) -> None:
+                        labels_dir: Path, out: Path, metrics_path: Path, live_dir: Path, plots_dir: Path,
+                        identity: dict[str, Any]) -> None:
     """The train stage's outputs from the authors' released weights: nothing is trained, no point moves."""
-    from tspnet import checkpoint, plots
+    from tspnet import checkpoint, plots, sources
+    from tspnet.datasets import Dataset
+    from tspnet.proposals import Proposals
 
     dataset = Dataset(dataset_dir)
     info = dataset.info
@@ -319,21 +392,42 @@ def run_load_checkpoint(train_params: dict, source: sources.Source, dataset_dir:
     plots.write_note_figure(plots_dir / "train_losses.png", "Training losses",
                             f"{CHECKPOINT_STATUS}\n({source.kind} {source.location})")
     plots.write_center_label_plot(labels.center_label, labels.center_label, plots_dir)
-    write_json(metrics_path, {"train.status": CHECKPOINT_STATUS})
+    write_json(metrics_path, {**identity, **not_computed("train", CHECKPOINT_REASON, verdict=CHECKPOINT_VERDICT)})
 
 
 def save_model(path: Path, model: TSPNet) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"state_dict": state, "feature_dim": model.feature_dim, "num_classes": model.num_classes})
+
+
+def save_not_computed_model(path: Path, reason: str) -> None:
+    """A model file that holds no weights, only why: `load_model` reports it, `infer` passes it on."""
+    save_checkpoint(path, {"not_computed": reason})
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    import torch
+
     # Through a buffer: torch names the archive's root folder after the file, and the
     # temporary file's random name would change the bytes of every save.
     buffer = io.BytesIO()
-    torch.save({"state_dict": state, "feature_dim": model.feature_dim, "num_classes": model.num_classes}, buffer)
+    torch.save(checkpoint, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
+def model_not_computed(path: Path) -> str | None:
+    """Why the model file holds no weights (the train stage could not train), or None."""
+    reason = read_checkpoint(path).get("not_computed")
+    return None if reason is None else str(reason)
+
+
 def load_model(path: Path, dropout: float = 0.5) -> TSPNet:
+    from tspnet.model import TSPNet
+
     checkpoint = read_checkpoint(path)
+    if "not_computed" in checkpoint:
+        raise DataError(f"{path}: holds no model, the train stage did not compute one: {checkpoint['not_computed']}")
     try:
         model = TSPNet(int(checkpoint["feature_dim"]), int(checkpoint["num_classes"]), dropout)
         model.load_state_dict(checkpoint["state_dict"])
@@ -348,6 +442,10 @@ def read_checkpoint(path: Path) -> Any:
     (and never torch's advice to retry with weights_only=False)."""
     import pickle
     import zipfile
+
+    import torch
+
+    from tspnet import files
 
     if not path.is_file():
         raise DataError(f"{path}: file not found; run `dvc repro train`")
@@ -373,7 +471,7 @@ def read_checkpoint(path: Path) -> Any:
 # ---------------------------------------------------------------------------------- infer
 def detections_table(detections: postprocess.Detections, videos: list[str], classes: tuple[str, ...],
                      snippets_per_second: float) -> pd.DataFrame:
-    """Detections in seconds, ready for `evaluate.write_results`."""
+    """Detections in seconds, ready for `activitynet.write_results`."""
     return pd.DataFrame({
         "video": np.asarray(videos, dtype=object)[detections.video],
         "label": np.asarray(classes, dtype=object)[detections.label],
@@ -405,6 +503,8 @@ def localize_by_videos(proposals: Proposals, probs: np.ndarray, attention: np.nd
 
 def drop_ambiguous(detections: postprocess.Detections, dataset: Dataset, videos: list[str]
                    ) -> tuple[postprocess.Detections, int]:
+    from tspnet import postprocess
+
     if not dataset.info.filter_ambiguous:
         return detections, 0
     ambiguous = postprocess.read_ambiguous(dataset.ambiguous_path)
@@ -414,13 +514,33 @@ def drop_ambiguous(detections: postprocess.Detections, dataset: Dataset, videos:
 
 
 def run_infer(base: dict, infer_params: dict, train_params: dict, dataset_dir: Path, proposals_dir: Path,
-              model_dir: Path, out: Path, metrics_path: Path) -> None:
-    """Detections of the test split. The network inputs are streamed (never all held: memory grows with one
-    forward batch and the per-proposal outputs), and each long loop shows progress."""
+              model_dir: Path, out: Path, metrics_path: Path, identity: dict[str, Any] | None = None) -> None:
+    """TSPNet's test detections; when there is no model or no features, a "not computed" record instead.
+
+    The network inputs are streamed (never all held: memory grows with one forward batch and the
+    per-proposal outputs), and each long loop shows progress."""
+    from tspnet.datasets import Dataset
+
+    dataset = Dataset(dataset_dir)
+    reason = model_not_computed(model_dir / "model.pt")
+    if reason is None and not dataset.info.has_features:
+        reason = no_features(dataset.info.name)
+    if reason is not None:
+        log.warning("infer: not computed: %s", reason)
+        with atomic_dir(out) as tmp:
+            mark_not_computed(tmp, reason)
+        write_json(metrics_path, {**(identity or {}), **not_computed("infer", reason)})
+        return
+
+    import torch
+
+    from tspnet import postprocess
+    from tspnet.activitynet import write_results
+    from tspnet.params import setup_torch, uses_bf16
+    from tspnet.proposals import Proposals
     from tspnet.train import pooled_parts, predict_parts
 
     device = setup_torch(base)
-    dataset = Dataset(dataset_dir)
     proposals = Proposals.load(proposals_dir / "test.npz")
     model = load_model(model_dir / "model.pt").to(device)
     dataset.require_features()
@@ -437,21 +557,25 @@ def run_infer(base: dict, infer_params: dict, train_params: dict, dataset_dir: P
     detections, dropped = drop_ambiguous(detections, dataset, proposals.videos)
     aligned = postprocess.aligned_confidence(probs, attention, center)
     with atomic_dir(out) as tmp:
-        evaluate.write_results(tmp / "tspnet.json", detections_table(
+        write_results(tmp / "tspnet.json", detections_table(
             detections, proposals.videos, dataset.info.classes, dataset.info.snippets_per_second))
         # Per-proposal scores for the confidence-quality alignment plot.
         save_npz(tmp / "proposal_scores.npz", video_index=proposals.video_index, start=proposals.start,
                  end=proposals.end, label=proposals.label, base_score=proposals.score,
                  aligned_score=aligned[np.arange(len(proposals)), proposals.label],
                  center_score=center, attention=attention)
-    write_json(metrics_path, {"infer.detections": len(detections), "infer.dropped_ambiguous": dropped,
-                              "infer.detections_before_filter": before})
+    write_json(metrics_path, {**(identity or {}), "infer.detections": len(detections),
+                              "infer.dropped_ambiguous": dropped, "infer.detections_before_filter": before})
 
 
 # ---------------------------------------------------------------------------------- evaluate
 def run_evaluate_base(infer_params: dict, dataset_dir: Path, proposals_dir: Path, out: Path,
-                      metrics_path: Path) -> None:
+                      metrics_path: Path, identity: dict[str, Any] | None = None) -> None:
     """The base locator's own proposals, soft-NMS and filtering as for TSPNet, evaluated."""
+    from tspnet import evaluate, postprocess
+    from tspnet.datasets import Dataset
+    from tspnet.proposals import Proposals
+
     dataset = Dataset(dataset_dir)
     proposals = Proposals.load(proposals_dir / "test.npz")
     detections = postprocess.base_detections(proposals.video_index, proposals.segments, proposals.label,
@@ -462,17 +586,24 @@ def run_evaluate_base(infer_params: dict, dataset_dir: Path, proposals_dir: Path
         evaluate.write_results(tmp / "base.json", table, version="base locator after soft-NMS")
     evaluation = evaluate_split(dataset, table)
     print(evaluate.format_table(evaluation, "base locator (test)"))
-    write_json(metrics_path, {**prefixed("base", evaluation.summary()), "base.dropped_ambiguous": dropped})
+    write_json(metrics_path, {**(identity or {}), **prefixed("base", evaluation.summary()),
+                              "base.dropped_ambiguous": dropped})
 
 
 def split_ground_truth(dataset: Dataset, split: str = "test") -> evaluate.GroundTruth:
     """The split's instances and every video of the split (videos without instances included)."""
-    return evaluate.GroundTruth(dataset.ground_truth(split), list(dataset.info.videos[split]))
+    from tspnet import evaluate
+
+    instances = evaluate.load_ground_truth(dataset.gt_path, subset=None).instances
+    videos = list(dataset.info.videos[split])
+    return evaluate.GroundTruth(instances[instances["video"].isin(set(videos))].reset_index(drop=True), videos)
 
 
 def evaluate_split(dataset: Dataset, predictions: pd.DataFrame,
                    ground_truth: evaluate.GroundTruth | None = None) -> evaluate.Evaluation:
     """mAP of `predictions` on the test split (its ground truth read once by callers that evaluate twice)."""
+    from tspnet import evaluate
+
     ground_truth = split_ground_truth(dataset) if ground_truth is None else ground_truth
     return evaluate.evaluate_detections(ground_truth, predictions, list(dataset.info.tiou_thresholds))
 
@@ -481,27 +612,47 @@ def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}.{k}": v for k, v in values.items()}
 
 
-def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metrics_path: Path, plots_dir: Path) -> None:
-    from tspnet import plots
+def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metrics_path: Path, plots_dir: Path,
+                 headline_path: Path, identity: dict[str, Any] | None = None) -> None:
+    """TSPNet's mAP, its gain over the base locator, the alignment, the plots, and the run's headline.
 
+    When `infer` computed nothing, the base locator's numbers still make the
+    headline, and TSPNet's, the gain and the alignment are "not computed" records.
+    """
+    from tspnet import evaluate, headline, plots
+    from tspnet.datasets import Dataset
+
+    identity = identity or {}
     dataset = Dataset(dataset_dir)
     ground_truth = split_ground_truth(dataset)
-    tspnet_eval = evaluate_split(dataset, evaluate.load_results(detections_dir / "tspnet.json"), ground_truth)
     base_eval = evaluate_split(dataset, evaluate.load_results(base_dir / "base.json"), ground_truth)
-    print(evaluate.format_table(tspnet_eval, "TSPNet (test)"))
-    tspnet_summary, base_summary = tspnet_eval.summary(), base_eval.summary()
-    plots.write_map_plots(plots_dir, base_eval, tspnet_eval)
-    alignment = plots.write_alignment_plot(
-        *proposal_quality(dataset, detections_dir / "proposal_scores.npz", ground_truth.instances), plots_dir)
-    metrics = {**prefixed("tspnet", tspnet_summary),
-               **prefixed("gain", {k: tspnet_summary[k] - base_summary[k] for k in tspnet_summary}),
-               **prefixed("alignment", alignment)}
-    write_json(metrics_path, metrics)
+    base_summary = base_eval.summary()
+    reason = not_computed_reason(detections_dir)
+    if reason is not None:
+        log.warning("evaluate: TSPNet not computed: %s", reason)
+        plots.write_not_computed(plots_dir, plots.EVALUATE_PLOTS, reason)
+        metrics = {**not_computed("tspnet", reason), **not_computed("gain", reason),
+                   **not_computed("alignment", reason)}
+    else:
+        tspnet_eval = evaluate_split(dataset, evaluate.load_results(detections_dir / "tspnet.json"), ground_truth)
+        tspnet_summary = tspnet_eval.summary()
+        plots.write_map_plots(plots_dir, base_eval, tspnet_eval)
+        alignment = plots.write_alignment_plot(
+            *proposal_quality(dataset, detections_dir / "proposal_scores.npz", ground_truth.instances), plots_dir)
+        metrics = {**prefixed("tspnet", tspnet_summary),
+                   **prefixed("gain", {k: tspnet_summary[k] - base_summary[k] for k in tspnet_summary}),
+                   **prefixed("alignment", alignment)}
+    write_json(metrics_path, {**identity, **metrics})
+    run = {**identity, **prefixed("base", base_summary), **metrics}
+    write_json(headline_path, headline.headline_record(run))
+    print(headline.format_headline(run))
 
 
 def proposal_quality(dataset: Dataset, scores_path: Path, instances: pd.DataFrame
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(best tIoU with ground truth of its class, base score, aligned score) of every test proposal."""
+    from tspnet import evaluate
+
     scores = load_npz(scores_path, {"video_index": "i", "start": "f", "end": "f", "label": "i",
                                     "base_score": "f", "aligned_score": "f"})
     videos = np.asarray(dataset.info.videos["test"], dtype=object)[scores["video_index"]]

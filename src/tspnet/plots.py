@@ -11,6 +11,7 @@ PNGs and the HTML page look alike.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,8 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tspnet.evaluate import Evaluation  # noqa: E402
 from tspnet.files import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:  # not imported at run time: the train stage, which draws plots too, never evaluates
+    from tspnet.evaluate import Evaluation
 
 # The `method` column's values, as the legends show them, and their colours (PNG and HTML).
 BASE, TSPNET = "base locator", "TSPNet"
@@ -37,6 +40,15 @@ ALIGNMENT_BIN_EDGES = np.round(np.linspace(0.0, 1.0, 11), 10)
 CENTER_LABEL_BIN_EDGES = np.round(np.linspace(0.0, 1.0, 21), 10)
 # A fixed PNG "Software" entry keeps the bytes identical across runs and matplotlib builds.
 PNG_METADATA = {"Software": "tspnet"}
+
+# Each stage's plots: file stem -> the CSV's columns. A stage that cannot compute them writes
+# each as "not computed" (`write_not_computed`), so DVC finds all its outputs.
+TRAIN_LOSSES = ("loss", "classification_loss", "center_loss")  # dvclive's series (train/<name>.tsv)
+TRAIN_PLOTS = {"train_losses": ("step", "loss", "value"), "center_labels": ("center_label", "points", "proposals")}
+EVALUATE_PLOTS = {"map_vs_tiou": ("tiou", "method", "map"), "per_class_ap": ("class", "method", "ap"),
+                  "alignment": ("best_tiou", "method", "confidence"),
+                  "alignment_binned": ("bin_low", "bin_high", "bin_center", "method", "mean_confidence", "proposals")}
+CSV_ONLY = {"alignment_binned"}  # drawn as a panel of alignment.png, no PNG of its own
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -224,3 +236,15 @@ def write_alignment_plot(best_iou: np.ndarray, base_score: np.ndarray, aligned_s
     figure.tight_layout()
     save_figure(figure, plots_dir / "alignment.png")
     return correlations
+
+
+def write_not_computed(plots_dir: Path, stems: dict[str, tuple[str, ...]], reason: str) -> None:
+    """Each plot as "not computed": a PNG that says why, and its CSV with the header only (no points)."""
+    for stem, columns in stems.items():
+        write_csv(plots_dir / f"{stem}.csv", pd.DataFrame(columns=list(columns)))
+        if stem in CSV_ONLY:
+            continue
+        figure = plt.figure(figsize=(5.5, 1.6))
+        figure.text(0.5, 0.5, f"{stem.replace('_', ' ')}\nnot computed: {reason}", ha="center", va="center",
+                    wrap=True)
+        save_figure(figure, plots_dir / f"{stem}.png")

@@ -43,7 +43,7 @@ from typing import Mapping
 
 import torch
 
-from tspnet.files import DataError, ParamsError
+from tspnet.files import ParamsError
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # torch.cpu.get_capabilities() keys of native bfloat16 arithmetic: x86 AVX-512 and AMX, Arm NEON and SVE.
