@@ -12,7 +12,8 @@ from tspnet.records import run_identity
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "locator": "data/locator",
                                              "out": "data/proposals", "metrics": "metrics/proposals.json"},
-                                   ("proposals", "locators.${proposals.locator}", "archives", "dataset", "proposals.locator", "locate.method", "base.seed"))
+                                   ("proposals", "locators.${proposals.locator}", "archives", "dataset",
+                                    "locate.method", "base.seed"))
     with reported_errors():
         run_proposals(params["proposals"], args.dataset, args.locator, args.out, args.metrics,
                       locators=params["locators"], archives=params["archives"], identity=run_identity(params))

@@ -20,7 +20,8 @@ from tspnet.records import IDENTITY
 
 pytestmark = pytest.mark.pipeline
 
-STAGES = ["fetch", "locate", "proposals", "labels", "train", "infer", "evaluate_base", "evaluate"]
+STAGES = ["fetch", "locate", "evaluate_lacp", "proposals", "labels", "train", "infer", "evaluate_base",
+          "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +147,8 @@ def test_make_repro_ends_with_the_headline_when_nothing_reran(repo: Path):
     result = run(["make", "-o", ".venv/.installed", "repro"], repo)
     assert "up to date" in result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[-6].startswith("headline of the run (dataset synthetic, locator builtin, seed 0)")
+    assert lines[-6].startswith("headline of the run (dataset synthetic, locator builtin, locate method builtin, "
+                                "seed 0)")
     assert [line.split()[0] for line in lines[-4:-1]] == ["base", "TSPNet", "gain"]
 
 

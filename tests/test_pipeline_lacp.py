@@ -28,8 +28,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_builtin_run_records_that_lacp_was_not_computed(repo: Path):
-    assert json.loads((repo / "metrics" / "lacp.json").read_text()) == {
-        "lacp.status": "not computed: locate.method is builtin"}
+    metrics = json.loads((repo / "metrics" / "lacp.json").read_text())
+    assert metrics["lacp.status"] == "not computed: locate.method is builtin"
+    assert [k for k in metrics if k.startswith("lacp.")] == ["lacp.status"]  # and no number
+    assert "lacp.avg_0.1_0.7" not in json.loads((repo / "metrics" / "headline.json").read_text())
 
 
 def test_lacp_params_do_not_rerun_a_builtin_run(repo: Path):
@@ -42,13 +44,16 @@ def test_lacp_params_do_not_rerun_a_builtin_run(repo: Path):
 
 def test_lacp_runs_the_whole_chain_and_its_metrics_show_beside_the_others(repo: Path, tmp_path: Path):
     result = dvc(["exp", "run", "-S", "locate.method=lacp", "-n", "lacp"], repo)
-    for stage in ("locate", "proposals", "labels", "train", "infer", "evaluate_base", "evaluate"):
+    for stage in ("locate", "evaluate_lacp", "proposals", "labels", "train", "infer", "evaluate_base", "evaluate"):
         assert f"Running stage '{stage}'" in result.stdout, stage
-    diff = dvc(["metrics", "diff", "HEAD", "lacp"], repo).stdout
-    for key in ("lacp.avg_0.1_0.7", "lacp.map@0.5", "base.avg_0.1_0.7", "tspnet.avg_0.1_0.7", "gain.avg_0.1_0.7"):
+    diff = dvc(["metrics", "diff", "HEAD", "lacp"], repo).stdout  # the headline: LACP's average joins it
+    for key in ("lacp.avg_0.1_0.7", "base.avg_0.1_0.7", "tspnet.avg_0.1_0.7", "gain.avg_0.1_0.7"):
         assert key in diff, key
+    diff = dvc(["metrics", "diff", "HEAD", "lacp", "--targets", "metrics/lacp.json"], repo).stdout
+    assert "lacp.map@0.5" in diff and "lacp.test_video_accuracy" in diff
     metrics = json.loads((repo / "metrics" / "lacp.json").read_text())
-    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics["run.locate_method"] == "lacp"
+    assert all(isinstance(v, (int, float)) for k, v in metrics.items() if k.startswith("lacp."))
     note = json.loads((repo / "data" / "locator" / "locator.json").read_text())
     assert note["method"] == "lacp" and note["trained"] and note["searches"] == 2
     results = json.loads((repo / "data" / "locator" / "test.json").read_text())["results"]

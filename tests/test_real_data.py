@@ -344,7 +344,8 @@ def test_dvc_exp_run_from_local_copies_without_features(shared_data: Path, tmp_p
                   "-S", f"datasets.thumos14.mirror={copies}", "-S", f"locators.pmil.mirror={copies}"], work)
 
     # The whole pipeline runs; what needs features records that it was not computed.
-    stages = ("fetch", "locate", "proposals", "labels", "train", "infer", "evaluate_base", "evaluate")
+    stages = ("fetch", "locate", "evaluate_lacp", "proposals", "labels", "train", "infer", "evaluate_base",
+              "evaluate")
     assert [s for s in stages if f"Running stage '{s}'" in result.stdout] == list(stages)
     manifest = json.loads((work / "data/dataset/dataset.json").read_text())
     assert manifest["feature_dim"] is None and manifest["name"] == "thumos14"

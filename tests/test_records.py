@@ -18,8 +18,9 @@ from tspnet.headline import format_headline, headline_record, read_run
 from tspnet.records import (MixedRuns, mark_not_computed, merge_records, no_features, not_computed,
                             not_computed_reason, run_identity, status_of)
 
-PARAMS = {"dataset": "toy", "proposals": {"locator": "pmil"}, "base": {"seed": 3, "threads": 1}}
-IDENTITY = {"run.dataset": "toy", "run.locator": "pmil", "run.seed": 3}
+PARAMS = {"dataset": "toy", "proposals": {"locator": "pmil"}, "locate": {"method": "builtin"},
+          "base": {"seed": 3, "threads": 1}}
+IDENTITY = {"run.dataset": "toy", "run.locator": "pmil", "run.locate_method": "builtin", "run.seed": 3}
 
 
 def test_identity_and_not_computed_records():
@@ -31,7 +32,7 @@ def test_identity_and_not_computed_records():
     assert status_of({"tspnet.status": "not computed: x"}, "tspnet") == "not computed: x"
     assert status_of({"tspnet.map@0.5": 1.0}, "tspnet") is None
     with pytest.raises(KeyError, match="base.seed"):
-        run_identity({"dataset": "toy", "proposals": {"locator": "x"}, "base": {}})
+        run_identity({"dataset": "toy", "proposals": {"locator": "x"}, "locate": {"method": "lacp"}, "base": {}})
 
 
 def test_merging_refuses_files_of_different_runs():
@@ -101,7 +102,7 @@ def test_without_features_every_output_exists_and_says_why(no_features_run: Path
 def test_the_headline_says_what_was_not_computed(no_features_run: Path):
     run = read_run(no_features_run / "metrics")
     text = format_headline(run)
-    assert "headline of the run (dataset toy, locator pmil, seed 3)" in text
+    assert "headline of the run (dataset toy, locator pmil, locate method builtin, seed 3)" in text
     assert f"TSPNet          not computed: {REASON}" in text and "base locator" in text
     assert headline_record(run) == json.loads((no_features_run / "metrics" / "headline.json").read_text())
 
@@ -112,7 +113,7 @@ def test_the_headline_table_by_hand():
            "gain.map@0.1": 5.0, "gain.map@0.5": 2.5, "gain.avg_0.1_0.5": 3.75,
            "alignment.spearman_base": 0.3551, "alignment.spearman_tspnet": 0.6019}
     assert format_headline(run).splitlines() == [
-        "headline of the run (dataset toy, locator pmil, seed 3), test split",
+        "headline of the run (dataset toy, locator pmil, locate method builtin, seed 3), test split",
         "mAP (%)           @0.1    @0.5 0.1:0.5",
         "base locator     70.00   50.00   60.00",
         "TSPNet           75.00   52.50   63.75",
@@ -121,3 +122,35 @@ def test_the_headline_table_by_hand():
     ]
     assert headline_record(run) == IDENTITY  # no 0.1:0.7 average here
     assert np.isclose(run["gain.avg_0.1_0.5"], run["tspnet.avg_0.1_0.5"] - run["base.avg_0.1_0.5"])
+
+
+def test_lacps_own_figure_joins_the_headline_only_when_lacp_ran():
+    run = {**IDENTITY, "run.locate_method": "lacp", "base.map@0.5": 50.0, "base.avg_0.1_0.7": 40.0,
+           "lacp.map@0.5": 45.0, "lacp.avg_0.1_0.7": 38.0, "tspnet.map@0.5": 52.0, "tspnet.avg_0.1_0.7": 41.0,
+           "gain.map@0.5": 2.0, "gain.avg_0.1_0.7": 1.0}
+    lines = format_headline(run).splitlines()
+    assert [line.split("  ")[0] for line in lines[2:]] == ["LACP, its NMS", "base locator", "TSPNet", "gain"]
+    assert lines[2].split()[-2:] == ["45.00", "38.00"]
+    assert headline_record(run)["lacp.avg_0.1_0.7"] == 38.0
+    builtin = {key: value for key, value in run.items() if not key.startswith("lacp.")}
+    assert "lacp.avg_0.1_0.7" not in headline_record({**builtin, **not_computed("lacp", "locate.method is builtin")})
+    assert not format_headline(builtin).splitlines()[2].startswith("LACP")
+
+
+def test_evaluate_lacp_scores_lacps_detections_or_says_why_it_did_not_run(no_features_run: Path):
+    dataset, locator = no_features_run / "dataset", no_features_run / "locator"
+    locator.mkdir()
+    (locator / pipeline.LACP_STATS).write_text(json.dumps(not_computed("lacp", "locate.method is builtin")))
+    pipeline.run_evaluate_lacp(dataset, locator, no_features_run / "lacp.json", IDENTITY)
+    assert json.loads((no_features_run / "lacp.json").read_text()) == {
+        **IDENTITY, "lacp.status": "not computed: locate.method is builtin"}
+
+    (locator / pipeline.LACP_STATS).write_text(json.dumps({"lacp.test_detections": 2}))
+    (locator / "lacp_detections.json").write_bytes((no_features_run / "base_detections" / "base.json").read_bytes())
+    pipeline.run_evaluate_lacp(dataset, locator, no_features_run / "lacp.json", IDENTITY)
+    metrics = json.loads((no_features_run / "lacp.json").read_text())
+    # The same two detections as the base fixture's: each test instance found, mAP 100 at every tIoU.
+    assert metrics == {**IDENTITY, **{f"lacp.map@{t}": 100.0 for t in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6",
+                                                                        "0.7")},
+                       "lacp.avg_0.1_0.5": 100.0, "lacp.avg_0.3_0.7": 100.0, "lacp.avg_0.1_0.7": 100.0,
+                       "lacp.test_detections": 2}

@@ -56,7 +56,8 @@ TINY = {
     "train.update_every": 10,
     "train.log_every": 10,
 }
-STAGES = ["fetch", "locate", "proposals", "labels", "train", "infer", "evaluate_base", "evaluate"]
+STAGES = ["fetch", "locate", "evaluate_lacp", "proposals", "labels", "train", "infer", "evaluate_base",
+          "evaluate"]
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -239,6 +239,14 @@ class Dataset:
         """Training points in file order: point_id (row index), video, class_index, frame, time (snippets)."""
         return read_points(self.points_path, self.info, self.video_fps())
 
+    def ground_truth(self, split: str) -> pd.DataFrame:
+        """Instances of a split: video, label (name), start, end (seconds)."""
+        from tspnet.activitynet import load_ground_truth  # owns the ActivityNet reader (no evaluation)
+
+        instances = load_ground_truth(self.gt_path, subset=None).instances
+        videos = set(self.info.videos[split])
+        return instances[instances["video"].isin(videos)].reset_index(drop=True)
+
     # --- features ----------------------------------------------------------------------
     def read_features(self, split: str, video: str) -> np.ndarray:
         """One video's [T, D] float32 features (RGB then flow), validated."""

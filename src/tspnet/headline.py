@@ -17,13 +17,16 @@ from typing import Any
 from tspnet.records import IDENTITY, merge_records, status_of
 
 HEADLINE_METRICS = ("base.avg_0.1_0.7", "tspnet.avg_0.1_0.7", "gain.avg_0.1_0.7")
+# LACP's own figure (its NMS) when the run's locator is LACP; absent otherwise, never a stale number.
+OPTIONAL_METRICS = ("lacp.avg_0.1_0.7",)
 ROWS = (("base", "base locator"), ("tspnet", "TSPNet"), ("gain", "gain"))
+OPTIONAL_ROWS = (("lacp", "LACP, its NMS"),)
 
 
 def headline_record(run: dict[str, Any]) -> dict[str, Any]:
     """The DVC metrics of a run: its identity, the headline averages, and the status of what was not computed."""
     record = {key: run[key] for key in IDENTITY if key in run}
-    record.update({key: run[key] for key in HEADLINE_METRICS if key in run})
+    record.update({key: run[key] for key in (*HEADLINE_METRICS, *OPTIONAL_METRICS) if key in run})
     for prefix, _ in ROWS:
         status = status_of(run, prefix)
         if status is not None:
@@ -47,12 +50,13 @@ def columns(run: dict[str, Any]) -> list[str]:
 def format_headline(run: dict[str, Any]) -> str:
     """The table `make repro` ends with: one row per method, one column per tIoU and average; Spearman."""
     names = columns(run)
-    identity = ", ".join(f"{key[len('run.'):]} {run[key]}" for key in IDENTITY if key in run)
+    identity = ", ".join(f"{key[len('run.'):].replace('_', ' ')} {run[key]}" for key in IDENTITY if key in run)
     headers = [f"@{n[4:]}" if n.startswith("map@") else n[4:].replace("_", ":") for n in names]
     width = max(7, *(len(h) + 1 for h in headers)) if headers else 7
     lines = [f"headline of the run ({identity or 'identity unknown'}), test split",
              f"{'mAP (%)':<14}" + "".join(f"{h:>{width}}" for h in headers)]
-    for prefix, label in ROWS:
+    optional = [(prefix, label) for prefix, label in OPTIONAL_ROWS if f"{prefix}.avg_0.1_0.7" in run]
+    for prefix, label in (*optional, *ROWS):
         status = status_of(run, prefix)
         if status is not None:
             lines.append(f"{label:<14}  {status}")

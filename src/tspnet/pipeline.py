@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tspnet.files import DataError, ParamsError, atomic_dir, atomic_path, load_npz, save_npz, write_json
-from tspnet.records import mark_not_computed, no_features, not_computed, not_computed_reason
+from tspnet.records import mark_not_computed, no_features, not_computed, not_computed_reason, status_of
 
 if TYPE_CHECKING:
     import torch
@@ -52,21 +52,20 @@ def run_fetch(params: dict[str, Any], out: Path) -> None:
 
 # ---------------------------------------------------------------------------------- locate
 LOCATE_METHODS = ("builtin", "lacp")
+LACP_STATS = "lacp_stats.json"  # in the locate stage's output: LACP's counts, or why it did not run
 
 
-def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, out: Path,
-               metrics_path: Path, identity: dict[str, Any] | None = None) -> None:
+def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, out: Path) -> None:
     """Train the `locate.method` locator (or load its checkpoint) and write its raw proposals of both splits.
 
-    With another locator chosen in `proposals.locator`, nothing is trained.
-    `metrics_path` receives LACP's own mAP (`lacp.*`), or a record saying why
-    there is none.
+    With another locator chosen in `proposals.locator`, nothing is trained. Beside
+    the proposals, LACP_STATS holds LACP's own counts and losses, or a record
+    saying why LACP did not run; `run_evaluate_lacp` turns it into `lacp.*`.
     """
     from tspnet.activitynet import write_results
     from tspnet.datasets import Dataset
     from tspnet.params import setup_torch
 
-    identity = identity or {}
     method = str(locate.get("method"))
     if method not in LOCATE_METHODS:
         raise DataError(f"locate.method: {method!r} is not one of {LOCATE_METHODS}")
@@ -77,7 +76,7 @@ def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, o
         if locator_name != BUILTIN_LOCATOR:
             log.info("locate: proposals.locator is %r, so no locator is trained here", locator_name)
             write_json(tmp / "locator.json", {"locator": locator_name, "trained": False})
-            write_json(metrics_path, {**identity, **not_computed("lacp", f"proposals.locator is {locator_name}")})
+            write_json(tmp / LACP_STATS, not_computed("lacp", f"proposals.locator is {locator_name}"))
             return
         device = setup_torch(base)
         dataset = Dataset(dataset_dir)
@@ -87,29 +86,30 @@ def run_locate(base: dict, locate: dict, locator_name: str, dataset_dir: Path, o
 
             tables = run_locator(dataset, LocatorConfig.from_params(locate["builtin"]), int(base["seed"]))
             note: dict[str, Any] = {"locator": BUILTIN_LOCATOR, "method": method, "trained": True}
-            write_json(metrics_path, {**identity, **not_computed("lacp", "locate.method is builtin")})
+            write_json(tmp / LACP_STATS, not_computed("lacp", "locate.method is builtin"))
         else:
-            tables, note = run_lacp(base, locate, dataset, device, tmp, metrics_path, identity)
+            tables, note = run_lacp(base, locate, dataset, device, tmp)
         for split, table in tables.items():
             write_results(tmp / f"{split}.json", table, version=f"tspnet locate ({method})")
         write_json(tmp / "locator.json", {**note, **{f"{s}_proposals": len(t) for s, t in tables.items()}})
 
 
-def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, out: Path,
-             metrics_path: Path, identity: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """LACP: trained on the points (or the weights of `locate.checkpoint`), raw proposals of both splits,
-    and its own mAP on the test split with its NMS (`lacp.*` metrics)."""
+def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, out: Path
+             ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """LACP: trained on the points (or the weights of `locate.checkpoint`), raw proposals of both splits, and
+    its test detections after its own NMS (`lacp_detections.json`, evaluated by `run_evaluate_lacp`)."""
+    from tspnet import sources
+    from tspnet.activitynet import write_results
     from tspnet.lacp.checkpoint import load_checkpoint, save_checkpoint
     from tspnet.lacp.config import LACPConfig
     from tspnet.lacp.proposals import nms_table, predicted_classes, propose
-    from tspnet import evaluate, sources
     from tspnet.lacp.train import train_lacp, training_set, video_labels
     from tspnet.params import uses_bf16
 
     config = LACPConfig.from_params(locate["lacp"])
     bf16 = uses_bf16(base, device)
     info = dataset.info
-    metrics: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
     checkpoint = sources.parse_source(locate.get("checkpoint"), "locate.checkpoint")
     if checkpoint is not None:
         path = sources.materialize(checkpoint, expect="checkpoint", unpack=False)  # a zip archive: keep it whole
@@ -125,9 +125,9 @@ def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, o
             history.to_csv(tmp, index=False, float_format="%.6g")
         model = result.model
         note = {"locator": BUILTIN_LOCATOR, "method": "lacp", "trained": True, "searches": result.searches}
-        metrics.update({"lacp.videos_without_points": len(data.without_points),
-                        **{f"lacp.train_{k}" if k == "loss" else f"lacp.train_{k}_loss": v
-                           for k, v in result.history[-1].items() if k not in ("step", "labels_from")}})
+        stats.update({"lacp.videos_without_points": len(data.without_points),
+                      **{f"lacp.train_{k}" if k == "loss" else f"lacp.train_{k}_loss": v
+                         for k, v in result.history[-1].items() if k not in ("step", "labels_from")}})
         del data
     save_checkpoint(out / "lacp_model.pt", model)
 
@@ -145,18 +145,33 @@ def run_lacp(base: dict, locate: dict, dataset: Dataset, device: torch.device, o
 
     # LACP's own figure, as its authors report it: its NMS, the test split, no other filtering.
     detections = tables["test"] if config.nms_proposals else nms_table(tables["test"], config.nms_iou)
-    evaluate.write_results(out / "lacp_detections.json", detections, version="LACP after its NMS")
-    evaluation = evaluate_split(dataset, detections)
-    print(evaluate.format_table(evaluation, "LACP, its own NMS (test)"))
+    write_results(out / "lacp_detections.json", detections, version="LACP after its NMS")
     truth = video_labels(dataset.ground_truth("test"), list(info.videos["test"]), info.classes)
     decided = predicted_classes(scores["test"], config.class_threshold)
-    metrics = {**identity, **prefixed("lacp", evaluation.summary()),
-               "lacp.test_video_accuracy": float((decided == truth).all(axis=1).mean()),
-               "lacp.test_detections": len(detections),
-               **{f"lacp.{s}_proposals_per_video": len(t) / max(1, len(info.videos[s])) for s, t in tables.items()},
-               **metrics}
-    write_json(metrics_path, metrics)
+    stats = {"lacp.test_video_accuracy": float((decided == truth).all(axis=1).mean()),
+             "lacp.test_detections": len(detections),
+             **{f"lacp.{s}_proposals_per_video": len(t) / max(1, len(info.videos[s])) for s, t in tables.items()},
+             **stats}
+    write_json(out / LACP_STATS, stats)
     return tables, note
+
+
+def run_evaluate_lacp(dataset_dir: Path, locator_dir: Path, metrics_path: Path,
+                      identity: dict[str, Any] | None = None) -> None:
+    """LACP's own mAP as its authors report it (`lacp.*`): its test detections after its NMS; or the record
+    saying why LACP did not run (the built-in locator, or another locator's proposals)."""
+    from tspnet import evaluate
+    from tspnet.datasets import Dataset
+    from tspnet.files import read_json
+
+    stats = read_json(locator_dir / LACP_STATS)
+    if status_of(stats, "lacp") is not None:
+        write_json(metrics_path, {**(identity or {}), **stats})
+        return
+    dataset = Dataset(dataset_dir)
+    evaluation = evaluate_split(dataset, evaluate.load_results(locator_dir / "lacp_detections.json"))
+    print(evaluate.format_table(evaluation, "LACP, its own NMS (test)"))
+    write_json(metrics_path, {**(identity or {}), **prefixed("lacp", evaluation.summary()), **stats})
 
 
 # ---------------------------------------------------------------------------------- proposals
@@ -594,9 +609,7 @@ def split_ground_truth(dataset: Dataset, split: str = "test") -> evaluate.Ground
     """The split's instances and every video of the split (videos without instances included)."""
     from tspnet import evaluate
 
-    instances = evaluate.load_ground_truth(dataset.gt_path, subset=None).instances
-    videos = list(dataset.info.videos[split])
-    return evaluate.GroundTruth(instances[instances["video"].isin(set(videos))].reset_index(drop=True), videos)
+    return evaluate.GroundTruth(dataset.ground_truth(split), list(dataset.info.videos[split]))
 
 
 def evaluate_split(dataset: Dataset, predictions: pd.DataFrame,
@@ -613,14 +626,17 @@ def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
 
 
 def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metrics_path: Path, plots_dir: Path,
-                 headline_path: Path, identity: dict[str, Any] | None = None) -> None:
+                 headline_path: Path, identity: dict[str, Any] | None = None, lacp_path: Path | None = None) -> None:
     """TSPNet's mAP, its gain over the base locator, the alignment, the plots, and the run's headline.
 
     When `infer` computed nothing, the base locator's numbers still make the
     headline, and TSPNet's, the gain and the alignment are "not computed" records.
+    LACP's own average (`lacp_path`, stage `evaluate_lacp`) joins the headline when LACP ran.
     """
     from tspnet import evaluate, headline, plots
     from tspnet.datasets import Dataset
+    from tspnet.files import read_json
+    from tspnet.records import merge_records
 
     identity = identity or {}
     dataset = Dataset(dataset_dir)
@@ -644,6 +660,8 @@ def run_evaluate(dataset_dir: Path, detections_dir: Path, base_dir: Path, metric
                    **prefixed("alignment", alignment)}
     write_json(metrics_path, {**identity, **metrics})
     run = {**identity, **prefixed("base", base_summary), **metrics}
+    if lacp_path is not None:  # refused if it is another run's (merge_records compares identities)
+        run = merge_records({"this run": run, str(lacp_path): read_json(lacp_path)})
     write_json(headline_path, headline.headline_record(run))
     print(headline.format_headline(run))
 
