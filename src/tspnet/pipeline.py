@@ -43,6 +43,7 @@ POSTPROCESS_ROWS = 100_000
 
 # ---------------------------------------------------------------------------------- fetch
 def run_fetch(params: dict[str, Any], out: Path) -> None:
+    from tspnet import sources
     from tspnet.fetch import fetch_dataset
     from tspnet.params import dataset_entry
 
@@ -499,6 +500,7 @@ def detections_table(detections: postprocess.Detections, videos: list[str], clas
 def localize_by_videos(proposals: Proposals, probs: np.ndarray, attention: np.ndarray, center: np.ndarray,
                        infer_params: dict, rows_per_call: int = POSTPROCESS_ROWS) -> postprocess.Detections:
     """postprocess.localize over groups of whole videos (about `rows_per_call` proposals each), with progress."""
+    from tspnet import postprocess
     from tspnet.console import progress
     from tspnet.train import video_groups
 
