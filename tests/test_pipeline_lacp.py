@@ -52,7 +52,7 @@ def test_lacp_runs_the_whole_chain_and_its_metrics_show_beside_the_others(repo: 
     diff = dvc(["metrics", "diff", "HEAD", "lacp", "--targets", "metrics/lacp.json"], repo).stdout
     assert "lacp.map@0.5" in diff and "lacp.test_video_accuracy" in diff
     metrics = json.loads((repo / "metrics" / "lacp.json").read_text())
-    assert metrics["run.locate_method"] == "lacp"
+    assert metrics["run.locator"] == "lacp"  # the locator whose proposals the run used
     assert all(isinstance(v, (int, float)) for k, v in metrics.items() if k.startswith("lacp."))
     note = json.loads((repo / "data" / "locator" / "locator.json").read_text())
     assert note["method"] == "lacp" and note["trained"] and note["searches"] == 2

@@ -361,7 +361,7 @@ def test_dvc_exp_run_from_local_copies_without_features(shared_data: Path, tmp_p
     assert len(detections) == imported - metrics["base.dropped_ambiguous"]  # soft-NMS rescores, never drops
 
     reason = "not computed: no features (datasets.thumos14.sources.features)"  # names the param to set
-    identity = {"run.dataset": "thumos14", "run.locator": "pmil", "run.locate_method": "builtin", "run.seed": 0}
+    identity = {"run.dataset": "thumos14", "run.locator": "pmil", "run.seed": 0}
     assert json.loads((work / "metrics/train.json").read_text()) == {**identity, "train.status": reason}
     headline = json.loads((work / "metrics/headline.json").read_text())
     assert headline == {**identity, "base.avg_0.1_0.7": metrics["base.avg_0.1_0.7"],

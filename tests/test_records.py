@@ -20,11 +20,14 @@ from tspnet.records import (MixedRuns, mark_not_computed, merge_records, no_feat
 
 PARAMS = {"dataset": "toy", "proposals": {"locator": "pmil"}, "locate": {"method": "builtin"},
           "base": {"seed": 3, "threads": 1}}
-IDENTITY = {"run.dataset": "toy", "run.locator": "pmil", "run.locate_method": "builtin", "run.seed": 3}
+IDENTITY = {"run.dataset": "toy", "run.locator": "pmil", "run.seed": 3}
 
 
 def test_identity_and_not_computed_records():
     assert run_identity(PARAMS) == IDENTITY
+    # The locate stage's own proposals: the identity names the method that made them.
+    lacp = {**PARAMS, "proposals": {"locator": "builtin"}, "locate": {"method": "lacp"}}
+    assert run_identity(lacp) == {**IDENTITY, "run.locator": "lacp"}
     assert not_computed("tspnet", no_features("thumos14")) == {
         "tspnet.status": "not computed: no features (datasets.thumos14.sources.features)"}
     assert not_computed("train", "loaded from train.checkpoint", verdict="not trained here") == {
@@ -102,7 +105,7 @@ def test_without_features_every_output_exists_and_says_why(no_features_run: Path
 def test_the_headline_says_what_was_not_computed(no_features_run: Path):
     run = read_run(no_features_run / "metrics")
     text = format_headline(run)
-    assert "headline of the run (dataset toy, locator pmil, locate method builtin, seed 3)" in text
+    assert "headline of the run (dataset toy, locator pmil, seed 3)" in text
     assert f"TSPNet          not computed: {REASON}" in text and "base locator" in text
     assert headline_record(run) == json.loads((no_features_run / "metrics" / "headline.json").read_text())
 
@@ -113,7 +116,7 @@ def test_the_headline_table_by_hand():
            "gain.map@0.1": 5.0, "gain.map@0.5": 2.5, "gain.avg_0.1_0.5": 3.75,
            "alignment.spearman_base": 0.3551, "alignment.spearman_tspnet": 0.6019}
     assert format_headline(run).splitlines() == [
-        "headline of the run (dataset toy, locator pmil, locate method builtin, seed 3), test split",
+        "headline of the run (dataset toy, locator pmil, seed 3), test split",
         "mAP (%)           @0.1    @0.5 0.1:0.5",
         "base locator     70.00   50.00   60.00",
         "TSPNet           75.00   52.50   63.75",
@@ -125,7 +128,7 @@ def test_the_headline_table_by_hand():
 
 
 def test_lacps_own_figure_joins_the_headline_only_when_lacp_ran():
-    run = {**IDENTITY, "run.locate_method": "lacp", "base.map@0.5": 50.0, "base.avg_0.1_0.7": 40.0,
+    run = {**IDENTITY, "run.locator": "lacp", "base.map@0.5": 50.0, "base.avg_0.1_0.7": 40.0,
            "lacp.map@0.5": 45.0, "lacp.avg_0.1_0.7": 38.0, "tspnet.map@0.5": 52.0, "tspnet.avg_0.1_0.7": 41.0,
            "gain.map@0.5": 2.0, "gain.avg_0.1_0.7": 1.0}
     lines = format_headline(run).splitlines()

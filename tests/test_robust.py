@@ -174,7 +174,7 @@ PARAM_CASES = [
     ("train", {"train.lr": DELETE}, "train.lr is missing, expected a number > 0"),
     ("proposals", {"proposals.invalid": "maybe"}, "proposals.invalid is 'maybe', expected one of 'clip', 'refuse'"),
     ("locate", {"proposals.locator": "nosuch"}, "proposals.locator is 'nosuch', expected one of the entries of "
-                                                "locators: builtin, lacp, pmil, custom"),
+                                                "locators: builtin, tspnet_lacp, pmil, custom"),
     ("proposals", {"proposals.locator": "nosuch"}, "proposals.locator is 'nosuch', expected one of the entries"),
     ("locate", {"proposals.locator": "pmil"}, "proposals.locator is 'pmil', whose proposals belong to dataset "
                                               "'thumos14' (locators.pmil.dataset), but dataset is 'synthetic'"),
@@ -747,7 +747,7 @@ def kill_9_inside(repo: Path, stage: str, function: str) -> None:
     # train: killed once model.pt is written into the temporary directory, before the rename
     ("train", "tspnet.pipeline.save_model", ["data/model", "metrics/train.json", "plots/train_losses.png"]),
     # infer: killed once tspnet.json is written, before proposal_scores.npz and the rename
-    ("infer", "tspnet.evaluate.write_results", ["data/detections", "metrics/infer.json"]),
+    ("infer", "tspnet.activitynet.write_results", ["data/detections", "metrics/infer.json"]),
 ])
 def test_kill_9_then_resume_gives_the_same_bytes(built: Path, tmp_path: Path, stage, function, outputs):
     repo = copy_built(built, tmp_path)

@@ -50,7 +50,7 @@ def columns(run: dict[str, Any]) -> list[str]:
 def format_headline(run: dict[str, Any]) -> str:
     """The table `make repro` ends with: one row per method, one column per tIoU and average; Spearman."""
     names = columns(run)
-    identity = ", ".join(f"{key[len('run.'):].replace('_', ' ')} {run[key]}" for key in IDENTITY if key in run)
+    identity = ", ".join(f"{key[len('run.'):]} {run[key]}" for key in IDENTITY if key in run)
     headers = [f"@{n[4:]}" if n.startswith("map@") else n[4:].replace("_", ":") for n in names]
     width = max(7, *(len(h) + 1 for h in headers)) if headers else 7
     lines = [f"headline of the run ({identity or 'identity unknown'}), test split",

@@ -9,7 +9,7 @@ so no table that puts two files side by side can mix runs silently (`python -m
 tspnet headline` and `summarize` refuse files whose identities differ). A stage
 writes identity keys only for params it declares in dvc.yaml, otherwise a
 changed param would leave its file stale: every stage that writes metrics lists
-the `IDENTITY` params (tests/test_deps.py checks it).
+the `IDENTITY_PARAMS` (tests/test_deps.py checks it).
 
 A stage that runs but cannot compute its numbers (no features, say) writes no
 number in their place, only a status record:
@@ -35,9 +35,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# Identity key -> the dotted params.yaml key it copies.
-IDENTITY = {"run.dataset": "dataset", "run.locator": "proposals.locator", "run.locate_method": "locate.method",
-            "run.seed": "base.seed"}
+# The identity keys, and the params.yaml keys they are made of. `run.locator` is the locator whose
+# proposals the run used: `proposals.locator`, or `locate.method` when that is the locate stage's
+# output (`builtin`), so a run over LACP trained here reads `lacp`.
+IDENTITY = ("run.dataset", "run.locator", "run.seed")
+IDENTITY_PARAMS = ("dataset", "proposals.locator", "locate.method", "base.seed")
+LOCATE_STAGE_LOCATOR = "builtin"  # proposals.locator naming the locate stage's own proposals
 STATUS = "status"
 NOT_COMPUTED = "not computed"
 MARKER = "not_computed.json"
@@ -54,7 +57,10 @@ def param(params: dict[str, Any], dotted: str) -> Any:
 
 def run_identity(params: dict[str, Any]) -> dict[str, Any]:
     """The identity keys of every metrics file: {"run.dataset": ..., "run.locator": ..., "run.seed": ...}."""
-    return {key: param(params, dotted) for key, dotted in IDENTITY.items()}
+    locator = param(params, "proposals.locator")
+    if locator == LOCATE_STAGE_LOCATOR:
+        locator = param(params, "locate.method")
+    return {"run.dataset": param(params, "dataset"), "run.locator": locator, "run.seed": param(params, "base.seed")}
 
 
 def not_computed(prefix: str, reason: str, verdict: str = NOT_COMPUTED) -> dict[str, str]:
