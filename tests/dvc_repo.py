@@ -122,6 +122,9 @@ TINY = {
     "datasets.synthetic.generator.test_videos": 8,
     "datasets.synthetic.generator.stream_dim": 16,
     "locate.builtin.epochs": 5,
+    "locate.lacp.iterations": 10,  # LACP (locate.method=lacp): a few steps, two searches
+    "locate.lacp.search_every": 5,
+    "locate.lacp.hidden": 32,
     "train.iterations": 60,
     "train.update_every": 20,
     "train.log_every": 10,

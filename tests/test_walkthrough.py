@@ -225,8 +225,8 @@ def test_the_thumos14_row_is_honest(walked):
 
 def test_summarize_keeps_unrelated_runs_apart(walked):
     text = output(walked, "python -m tspnet summarize", nth=0)
-    assert "grouped by base.threads, dataset, proposals.locator, train.lr" in text
-    assert text.count("\n[") == 3  # the sweep, the lr trial, the THUMOS14 run
+    assert "grouped by base.threads, dataset, locate.method, proposals.locator, train.lr" in text
+    assert text.count("\n[") == 4  # the sweep, the lr trial, the LACP run, the THUMOS14 run
     assert f"tspnet.*: left out 1: 1 {NOT_COMPUTED} (pmil)" in text
     assert "left out" not in text.splitlines()[0]  # nothing failed
     summary = json.loads((walked["places"]["workspace"] / "summary.json").read_text())
@@ -248,6 +248,15 @@ def test_a_failed_run_leaves_the_workspace_alone(walked, tmp_path: Path):
     after = subprocess.run(["git", "status", "--porcelain"], cwd=workspace, env=env, capture_output=True,
                            text=True).stdout
     assert after == before and (workspace / "metrics" / "proposals.json").is_file()
+
+
+def test_lacp_trains_here_and_its_figure_joins_the_headline(walked):
+    text = output(walked, "dvc metrics diff HEAD lacp")
+    for key in ("lacp.avg_0.1_0.7", "base.avg_0.1_0.7", "tspnet.avg_0.1_0.7", "gain.avg_0.1_0.7"):
+        assert key in text, key
+    header, rows = md_table(output(walked, "dvc exp show --md --drop '.*' --keep 'Experiment|run.dataset"))
+    lacp = {row[0].split()[-1].strip("[]"): dict(zip(header, row)) for row in rows}["lacp"]
+    assert lacp["run.locator"] == "lacp" and lacp["run.dataset"] == "synthetic"
 
 
 def test_metrics_diff_shows_every_number(walked):
