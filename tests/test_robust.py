@@ -38,11 +38,12 @@ import yaml
 
 from tests.loopback_http import LoopbackServer
 from tests.test_fetch import make_entry
-from tspnet import sources
+from tspnet import archives, sources
+from tspnet.archives import UnpackLimits
 from tspnet.datasets import Dataset
 from tspnet.fetch import fetch_dataset
 from tspnet.files import DataError, atomic_dir, write_json
-from tspnet.sources import SourceError, UnpackLimits, materialize, parse_source
+from tspnet.sources import SourceError, materialize, parse_source
 
 REPO = Path(__file__).resolve().parents[1]
 DELETE = object()
@@ -645,7 +646,7 @@ def test_a_local_archive_that_is_refused_is_not_deleted(tmp_path: Path, cache: P
 def test_a_full_disk_while_unpacking_says_so(tmp_path: Path, cache: Path, monkeypatch):
     path = tmp_path / "features.tar.gz"
     path.write_bytes(tar_gz({"f/a.npy": os.urandom(3 << 20)}))
-    monkeypatch.setattr(sources, "open", FullDisk(1 << 20), raising=False)
+    monkeypatch.setattr(archives, "open", FullDisk(1 << 20), raising=False)
     with pytest.raises(SourceError) as info:
         materialize(parse_source(str(path), "datasets.x.sources.features"), progress=False)
     one_line(str(info.value), "datasets.x.sources.features: the disk is full while unpacking",

@@ -45,8 +45,8 @@ from tspnet.datasets import (FEATURE_LAYOUTS, POINT_COLUMNS, SPLITS, DatasetInfo
                              read_points_table, scan_feature_file, validate_points, write_manifest)
 from tspnet.files import (NPY_MAGIC, DataError, ParamsError, atomic_dir, describe, file_sha256, load_npy,
                           positive_numbers, read_json, write_json, write_text)
-from tspnet.sources import (Mirror, Source, SourceUnreachable, UnpackLimits, materialize, offline_help,
-                            parse_mirror, parse_source)
+from tspnet.archives import UnpackLimits
+from tspnet.sources import Mirror, Source, SourceUnreachable, materialize, offline_help, parse_mirror, parse_source
 
 log = logging.getLogger(__name__)
 

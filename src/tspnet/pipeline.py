@@ -26,7 +26,7 @@ from tspnet.records import mark_not_computed, no_features, not_computed, not_com
 if TYPE_CHECKING:
     import torch
 
-    from tspnet import evaluate, postprocess, sources
+    from tspnet import archives, evaluate, postprocess, sources
     from tspnet.datasets import Dataset
     from tspnet.proposals import Proposals
     from tspnet.labels import ProposalLabels
@@ -43,12 +43,12 @@ POSTPROCESS_ROWS = 100_000
 
 # ---------------------------------------------------------------------------------- fetch
 def run_fetch(params: dict[str, Any], out: Path) -> None:
-    from tspnet import sources
+    from tspnet.archives import UnpackLimits
     from tspnet.fetch import fetch_dataset
     from tspnet.params import dataset_entry
 
     name, entry = dataset_entry(params)
-    fetch_dataset(name, entry, out, limits=sources.UnpackLimits.from_params(params.get("archives")))
+    fetch_dataset(name, entry, out, limits=UnpackLimits.from_params(params.get("archives")))
 
 
 # ---------------------------------------------------------------------------------- locate
@@ -178,7 +178,7 @@ def run_evaluate_lacp(dataset_dir: Path, locator_dir: Path, metrics_path: Path,
 # ---------------------------------------------------------------------------------- proposals
 def locator_results_path(locator_name: str, locators: dict[str, Any], locator_dir: Path, split: str,
                          dataset_name: str, progress: bool = True,
-                         limits: sources.UnpackLimits | None = None) -> Path:
+                         limits: archives.UnpackLimits | None = None) -> Path:
     """The results JSON of a split: the built-in locator's, or a registry entry's source (fetched if remote)."""
     from tspnet import sources
 
@@ -217,8 +217,8 @@ def run_proposals(proposals_params: dict, dataset_dir: Path, locator_dir: Path, 
     A video with more than `proposals.max_per_video` proposals is refused
     before its proposals are parsed (`activitynet.load_results`).
     """
-    from tspnet import sources
     from tspnet.activitynet import load_results
+    from tspnet.archives import UnpackLimits
     from tspnet.datasets import Dataset
     from tspnet.proposals import import_proposals
 
@@ -229,7 +229,7 @@ def run_proposals(proposals_params: dict, dataset_dir: Path, locator_dir: Path, 
     with atomic_dir(out) as tmp:
         for split in ("train", "test"):
             source = locator_results_path(locator_name, locators or {}, locator_dir, split, info.name,
-                                          limits=sources.UnpackLimits.from_params(archives))
+                                          limits=UnpackLimits.from_params(archives))
             table = load_results(source, max_per_video=(limit, "proposals.max_per_video"))
             proposals, report = import_proposals(table, info, split, str(proposals_params["invalid"]), str(source))
             proposals.save(tmp / f"{split}.npz")
