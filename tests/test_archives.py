@@ -34,11 +34,13 @@ def special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
     return info
 
 
-def zip_bytes(files: dict[str, bytes], modes: dict[str, int] | None = None) -> bytes:
+def zip_bytes(files: dict[str, bytes], modes: dict[str, int] | None = None, deflate: bool = False) -> bytes:
+    compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
+    with zipfile.ZipFile(buffer, "w", compression=compression) as zf:
         for name, data in files.items():
             info = zipfile.ZipInfo(name)
+            info.compress_type = compression
             if modes and name in modes:
                 info.external_attr = modes[name] << 16
             zf.writestr(info, data)

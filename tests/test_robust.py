@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import io
 import json
 import logging
 import os
@@ -26,8 +25,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +34,8 @@ import torch
 import yaml
 
 from tests.loopback_http import LoopbackServer
+from tests.test_archives import special as member
+from tests.test_archives import tar_bytes, zip_bytes
 from tests.test_fetch import make_entry
 from tspnet import archives, sources
 from tspnet.archives import UnpackLimits
@@ -571,33 +570,11 @@ def test_a_full_disk_while_downloading_says_so(server, cache: Path, monkeypatch)
 
 
 def tar_gz(files: dict[str, bytes], extra: list[tarfile.TarInfo] = ()) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra:
-            tar.addfile(info)
-    return buffer.getvalue()
+    return tar_bytes(files, gzip=True, extra=extra)
 
 
 def zipped(files: dict[str, bytes], modes: dict[str, int] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            if modes and name in modes:
-                info.external_attr = modes[name] << 16
-            zf.writestr(info, data)
-    return buffer.getvalue()
-
-
-def member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, linkname
-    return info
+    return zip_bytes(files, modes, deflate=True)  # deflated: a zip bomb's ratio
 
 
 ZEROS = bytes(4 << 20)  # 4 MiB that deflate to a few kB
