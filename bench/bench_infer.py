@@ -140,12 +140,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'met' if floor_ok else 'NOT MET'}); per-video loop / project total: "
           f"{results['loop_over_project_total']:.2f}x; per-video loop / project forward: "
           f"{results['loop_over_project_forward']:.2f}x")
-    path = common.write_results(common.result_name("infer", device, args.precision), results, args.out)
-    print(f"results: {path}")
-    if not agree:
-        print("MISMATCH: the batched forward differs from the per-video loop", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish(common.result_name("infer", device, args.precision), results, args.out, agree,
+                         "the batched forward differs from the per-video loop")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT_DIR, cpu_model, thumos_like_lengths, write_results  # noqa: E402  (puts this checkout first)
+from common import OUT_DIR, cpu_model, finish, thumos_like_lengths  # noqa: E402  (puts this checkout first)
 from tests.reference.lacp_search_loop import search_pseudo_labels_loop  # noqa: E402
 from tspnet.lacp.search import SearchConfig, search_pseudo_labels  # noqa: E402
 
@@ -140,12 +140,7 @@ def main() -> int:
         print(f"  loop oracle: {oracle_seconds:.2f} s on {n} videos; fast on the same: "
               f"{row['fast_s_same_videos']:.4f} s; speed-up {ratio:.0f}x; pseudo labels identical: {same}")
         failed |= not same
-    path = write_results("lacp_search", results, args.out)
-    print(f"wrote {path}")
-    if failed:
-        print("MISMATCH: the fast search differs from the loop oracle", file=sys.stderr)
-        return 1
-    return 0
+    return finish("lacp_search", results, args.out, not failed, "the fast search differs from the loop oracle")
 
 
 if __name__ == "__main__":

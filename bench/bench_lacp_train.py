@@ -335,9 +335,7 @@ def main(argv=None) -> int:
         print_result(result)
         results["sizes"].append(result)
         ok &= agrees(result)
-    path = common.write_results("lacp_train", results, args.out)
-    print(f"\nwrote {path}")
-    return 0 if ok else 1
+    return common.finish("lacp_train", results, args.out, ok, "the packed training differs from the per-video loop")
 
 
 if __name__ == "__main__":

@@ -214,12 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                    if "bf16_per_video_loss_max_rel_diff" in c]
     differences += list((r.get("bf16_heads_max_rel_diff") or {}).values())
     results["agree"] = all(d <= TOLERANCE for d in differences)
-    path = common.write_results(common.result_name("precision", device, "fp32"), results, args.out)
-    print(f"\nresults: {path}")
-    if not results["agree"]:
-        print("MISMATCH: bf16 differs from fp32 by more than bfloat16's precision explains", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish(common.result_name("precision", device, "fp32"), results, args.out, results["agree"],
+                         "bf16 differs from fp32 by more than bfloat16's precision explains")
 
 
 if __name__ == "__main__":

@@ -118,12 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed-up: {speedup:.2f}x wall (runs: {', '.join(f'{r:.2f}' for r in results['speedup_runs'])}), "
           f"{results['speedup_cpu_time']:.2f}x CPU time (target >= {SPEEDUP_TARGET}x: "
           f"{'met' if speedup >= SPEEDUP_TARGET else 'NOT MET'})")
-    path = common.write_results(common.result_name("roi", device, "fp32"), results, args.out)
-    print(f"results: {path}")
-    if not identical:
-        print("MISMATCH: the blocked RoI pass changed the float32 pooled features", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish(common.result_name("roi", device, "fp32"), results, args.out, identical,
+                         "the blocked RoI pass changed the float32 pooled features")
 
 
 if __name__ == "__main__":

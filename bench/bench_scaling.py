@@ -170,14 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                "vs_dim_flops_fit": flops_fit, "vs_dim_loglog_slope_top3": loglog_slope,
                "agreement": {"points_checked": len(checked), "max_rel_diff": max(checked, default=0.0),
                              "tolerance": tolerance, "agree": agree}}
-    path = common.write_results(name, results, args.out)
     print(f"per-video losses checked at {len(checked)} points: max relative difference "
           f"{max(checked, default=0.0):.1e} (tolerance {tolerance:g}) -> {'AGREE' if agree else 'DIFFER'}")
-    print(f"results: {path}; plot: {figure}")
-    if not agree:
-        print("MISMATCH: batched per-video losses differ from the loop", file=sys.stderr)
-        return 1
-    return 0
+    print(f"plot: {figure}")
+    return common.finish(name, results, args.out, agree, "batched per-video losses differ from the loop")
 
 
 if __name__ == "__main__":

@@ -408,12 +408,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(target < {RSS_TARGET}x: {'met' if rss_ratio < RSS_TARGET else 'NOT MET'}); by the end of the cache "
           f"{child['peak_rss_cache_bytes'] / gb:.2f} GB, of the epoch {child['peak_rss_epoch_bytes'] / gb:.2f} GB")
     print(f"wall time: {wall_s:.0f} s")
-    path = common.write_results("thumos_scale", results, args.out)
-    print(f"results: {path}")
-    if child["feature_reads_during_training"] != 0:
-        print("MISMATCH: training read feature files after the cache was built", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish("thumos_scale", results, args.out, child["feature_reads_during_training"] == 0,
+                         "training read feature files after the cache was built")
 
 
 if __name__ == "__main__":

@@ -265,12 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         results["configs"].append(result)
         print_result(result)
     results["agree"] = all(agrees(r) for r in results["configs"])
-    path = common.write_results(common.result_name("train_step", device, args.precision), results, args.out)
-    print(f"\nresults: {path}")
-    if not results["agree"]:
-        print("MISMATCH: the batched step differs from the per-video loop", file=sys.stderr)
-        return 1
-    return 0
+    return common.finish(common.result_name("train_step", device, args.precision), results, args.out,
+                         results["agree"], "the batched step differs from the per-video loop")
 
 
 if __name__ == "__main__":

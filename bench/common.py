@@ -101,6 +101,15 @@ def write_results(name: str, results: dict[str, Any], path: Path | None = None) 
     return path
 
 
+def finish(name: str, results: dict[str, Any], path: Path | None, agree: bool, mismatch: str) -> int:
+    """Write the results, say where, and return the exit code: 1 (saying `mismatch`) when the paths disagree."""
+    print(f"\nresults: {write_results(name, results, path)}")
+    if not agree:
+        print(f"MISMATCH: {mismatch}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ------------------------------------------------------------------------------ timing
 @dataclass
 class Timing:

@@ -218,13 +218,18 @@ def test_w_talc_durations(tmp_path: Path):
     assert info.durations == {"val_1": 32.0, "val_2": 16.0, "tst_1": 24.0, "tst_2": 12.8}
 
 
-def test_durations_can_come_from_the_ground_truth(tmp_path: Path):
-    entry = make_entry(tmp_path)
+def with_ground_truth_field(entry: dict, field: str, column: int) -> dict:
+    """The entry with each video's `field` (column of VIDEOS) in its ground truth, as in SF-Net's *_groundtruth.json."""
     gt_path = Path(entry["sources"]["gt"])
     gt = json.loads(gt_path.read_text())
     for video, item in gt["database"].items():
-        item["duration"] = VIDEOS[video][1]  # as in SF-Net's *_groundtruth.json
+        item[field] = VIDEOS[video][column]
     gt_path.write_text(json.dumps(gt))
+    return entry
+
+
+def test_durations_can_come_from_the_ground_truth(tmp_path: Path):
+    entry = with_ground_truth_field(make_entry(tmp_path), "duration", 1)
     entry["sources"]["durations"] = None
     info = fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
     assert info.durations == {"val_1": 32.0, "val_2": 16.0, "tst_1": 24.0, "tst_2": 12.8}
@@ -288,16 +293,13 @@ def test_a_fixed_annotator_and_a_directory_of_files(tmp_path: Path):
 
 
 def test_frame_rates_from_the_ground_truth(tmp_path: Path):
-    entry = single_frame_entry(tmp_path)
-    gt_path = Path(entry["sources"]["gt"])
-    gt = json.loads(gt_path.read_text())
-    for video, item in gt["database"].items():
-        item["fps"] = VIDEOS[video][2]  # as in SF-Net's *_groundtruth.json
-    gt_path.write_text(json.dumps(gt))
+    entry = with_ground_truth_field(single_frame_entry(tmp_path), "fps", 2)
     entry["sources"]["fps"] = None
     fetch_dataset("toy", entry, tmp_path / "ds", progress=False)
     assert json.loads((tmp_path / "ds" / "fps.json").read_text()) == {"val_1": 30.0, "val_2": 25.0, "tst_1": 30.0,
                                                                       "tst_2": 24.0}
+    gt_path = Path(entry["sources"]["gt"])
+    gt = json.loads(gt_path.read_text())
     del gt["database"]["tst_2"]["fps"]
     gt_path.write_text(json.dumps(gt))
     with pytest.raises(DataError, match=r"gt.json, video tst_2, field 'fps': missing \(1 video\(s\)\), and "
