@@ -9,14 +9,14 @@ run's DVC metrics (with LACP's own average when LACP ran). Without TSPNet detect
 from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_evaluate
-from tspnet.records import IDENTITY_PARAMS, run_identity
+from tspnet.records import run_identity
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "detections": "data/detections",
                                              "base": "data/base_detections", "metrics": "metrics/tspnet.json",
                                              "plots": "plots", "headline": "metrics/headline.json",
                                              "lacp": "metrics/lacp.json"},
-                                   IDENTITY_PARAMS)
+                                   ("dataset", "proposals.locator", "locate.method", "base.seed"))
     with reported_errors():
         run_evaluate(args.dataset, args.detections, args.base, args.metrics, args.plots, args.headline,
                      run_identity(params), args.lacp)

@@ -7,11 +7,11 @@ multi-point proposal counts as metrics.
 from tspnet.console import reported_errors
 from tspnet.params import stage_arguments
 from tspnet.pipeline import run_labels
-from tspnet.records import IDENTITY_PARAMS, run_identity
+from tspnet.records import run_identity
 
 if __name__ == "__main__":
     args, params = stage_arguments(__doc__, {"dataset": "data/dataset", "proposals": "data/proposals",
                                              "out": "data/labels", "metrics": "metrics/labels.json"},
-                                   ("labels", *IDENTITY_PARAMS))
+                                   ("labels", "dataset", "proposals.locator", "locate.method", "base.seed"))
     with reported_errors():
         run_labels(params["labels"], args.dataset, args.proposals, args.out, args.metrics, run_identity(params))
